@@ -1,0 +1,164 @@
+//! The library's error type: every variant carries the evidence a user needs to fix the problem,
+//! and its message ends with what to do.
+
+pub use crate::data::DataError;
+use std::path::PathBuf;
+
+/// Errors raised by the lowrank library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A problem with a dataset file (see [`DataError`]).
+    #[error(transparent)]
+    Data(#[from] DataError),
+
+    /// A file could not be read or written.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done ("read", "write", "create directory", ...).
+        action: &'static str,
+        /// The file concerned.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+
+    /// A model folder lacks a file lowrank needs.
+    #[error("{} has no {file}; a Hugging Face model folder needs config.json and model.safetensors (fetch one with scripts/fetch-assets.sh, or pass --model DIR)", dir.display())]
+    MissingModelFile {
+        /// The model folder.
+        dir: PathBuf,
+        /// The missing file name.
+        file: &'static str,
+    },
+
+    /// A JSON or TOML file is malformed or lacks a field.
+    #[error("malformed {what} in {}: {message}", path.display())]
+    Malformed {
+        /// What kind of file ("config.json", "adapter_config.json", ...).
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+
+    /// The model's `model_type` (or a feature of it) is not supported.
+    #[error("unsupported model: {0}; lowrank supports model_type \"distilbert\" and \"bert\" with absolute position embeddings")]
+    UnsupportedModel(String),
+
+    /// A tensor the model needs is not in the checkpoint.
+    #[error("tensor {name} is missing from {}; is this checkpoint a {arch} model? (lowrank looked for the name with and without the \"{prefix}\" prefix)", file.display())]
+    MissingTensor {
+        /// The tensor's Hugging Face name.
+        name: String,
+        /// The checkpoint file.
+        file: PathBuf,
+        /// The architecture being loaded.
+        arch: &'static str,
+        /// The model prefix that may be absent.
+        prefix: &'static str,
+    },
+
+    /// A tensor in a checkpoint or adapter has the wrong shape.
+    #[error("tensor {name} has shape {got:?} but the model expects {expected:?}; the file does not belong to this model configuration")]
+    ShapeMismatch {
+        /// The tensor's name.
+        name: String,
+        /// The shape the model needs.
+        expected: Vec<usize>,
+        /// The shape found.
+        got: Vec<usize>,
+    },
+
+    /// A checkpoint holds a tensor that no part of the model uses.
+    #[error("tensor {name} in {} does not belong to a {arch} model; check that config.json matches the weights", file.display())]
+    UnexpectedTensor {
+        /// The tensor's name.
+        name: String,
+        /// The checkpoint file.
+        file: PathBuf,
+        /// The architecture being loaded.
+        arch: &'static str,
+    },
+
+    /// A tensor has a data type lowrank cannot read.
+    #[error("tensor {name} has dtype {dtype}; lowrank reads F32, F16 and BF16 weights")]
+    UnsupportedDtype {
+        /// The tensor's name.
+        name: String,
+        /// The dtype found.
+        dtype: String,
+    },
+
+    /// A safetensors file could not be parsed.
+    #[error("cannot parse safetensors file {}: {message}", path.display())]
+    Safetensors {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+
+    /// A LoRA target pattern matched no module of the model.
+    #[error("target module {pattern:?} matches no linear layer of this model; its linear layers are named like: {examples}")]
+    UnknownTargetModule {
+        /// The pattern given by the user.
+        pattern: String,
+        /// A few module names that exist.
+        examples: String,
+    },
+
+    /// A training or LoRA option is invalid.
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
+
+    /// Training produced a non-finite loss.
+    #[error("the loss became {loss} at step {step}; lower --lr (or --lora-alpha with the raschka scaling), or enable --clip-grad-norm")]
+    NonFiniteLoss {
+        /// The offending loss value.
+        loss: f32,
+        /// The optimizer step.
+        step: u64,
+    },
+
+    /// A tokenizer file could not be loaded or applied.
+    #[error("tokenizer error ({}): {message}", path.display())]
+    Tokenizer {
+        /// The tokenizer file or folder.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+
+    /// An adapter folder does not fit the base model or cannot be honoured.
+    #[error("adapter {}: {message}", dir.display())]
+    Adapter {
+        /// The adapter folder.
+        dir: PathBuf,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+
+    /// Downloading from the Hugging Face hub failed.
+    #[error("cannot download {repo} from the Hugging Face hub: {message}; without network access, download the model folder elsewhere and pass --model DIR")]
+    Hub {
+        /// The hub repository id.
+        repo: String,
+        /// The underlying error.
+        message: String,
+    },
+
+    /// Any other error, with context.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    /// Wraps an I/O error with the action and path.
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { action, path: path.into(), source }
+    }
+}
+
+/// Result alias used across the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,257 @@
+//! The transformer encoder's pieces, each with forward and backward: the embeddings and a
+//! post-LayerNorm encoder layer (self-attention, then feed-forward), as DistilBERT and BERT share.
+//!
+//! Dimensions: N packed rows, C width, H heads, F feed-forward width.
+
+use super::acts::{GradScratch, LayerCache, FFN1, FFN2, K, O, Q, V};
+use super::linear::{grow, LayerNorm, Linear};
+use crate::ops::activation::Activation;
+use crate::ops::attention::{attention_backward, attention_forward, SeqSpan};
+use crate::ops::dropout::Dropout;
+use crate::ops::embedding::{embedding_backward, embedding_forward};
+use crate::ops::layernorm::{layernorm_backward, layernorm_forward};
+use crate::param::Param;
+use rayon::prelude::*;
+
+/// dst += src, element-wise.
+pub fn add_into(dst: &mut [f32], src: &[f32]) {
+    dst.par_chunks_mut(4096).zip(src.par_chunks(4096)).for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, s)| *d += s));
+}
+
+/// Token, position and token-type embeddings followed by LayerNorm and dropout.
+#[derive(Clone, Debug)]
+pub struct Embeddings {
+    /// Word embeddings [vocab, C].
+    pub word: Param,
+    /// Position embeddings [max_positions, C].
+    pub position: Param,
+    /// Token type embeddings [type_vocab, C] (BERT only).
+    pub token_type: Option<Param>,
+    /// LayerNorm after the sum.
+    pub ln: LayerNorm,
+}
+
+impl Embeddings {
+    /// Whether any embedding parameter trains.
+    pub fn trainable(&self) -> bool {
+        self.word.trainable()
+            || self.position.trainable()
+            || self.token_type.as_ref().is_some_and(Param::trainable)
+            || self.ln.weight.trainable()
+            || self.ln.bias.trainable()
+    }
+
+    /// Forward: `out[N,C]`, caching the pre-LayerNorm sum and its statistics.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        &self,
+        out: &mut [f32],
+        sum: &mut [f32],
+        mean: &mut [f32],
+        rstd: &mut [f32],
+        ids: &[u32],
+        positions: &[u32],
+        type_ids: &[u32],
+        drop: Dropout,
+    ) {
+        let c = self.ln.weight.numel();
+        let n = ids.len();
+        let tt = self.token_type.as_ref().map(|p| p.data.as_slice());
+        embedding_forward(sum, ids, positions, tt.map(|_| type_ids), &self.word.data, &self.position.data, tt, c);
+        layernorm_forward(out, mean, rstd, sum, &self.ln.weight.data, &self.ln.bias.data, n, c, self.ln.eps);
+        drop.apply(&mut out[..n * c], 0);
+    }
+
+    /// Backward from the gradient of the output (`dout` is consumed as scratch).
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &mut self,
+        dout: &mut [f32],
+        dsum: &mut [f32],
+        sum: &[f32],
+        mean: &[f32],
+        rstd: &[f32],
+        ids: &[u32],
+        positions: &[u32],
+        type_ids: &[u32],
+        drop: Dropout,
+    ) {
+        let c = self.ln.weight.numel();
+        let n = ids.len();
+        drop.apply(&mut dout[..n * c], 0);
+        layernorm_backward(
+            dsum,
+            self.ln.weight.grad.as_deref_mut(),
+            self.ln.bias.grad.as_deref_mut(),
+            dout,
+            sum,
+            mean,
+            rstd,
+            &self.ln.weight.data,
+            n,
+            c,
+            false,
+        );
+        if let Some(g) = self.word.grad.as_deref_mut() {
+            embedding_backward(g, ids, &dsum[..n * c], c);
+        }
+        if let Some(g) = self.position.grad.as_deref_mut() {
+            embedding_backward(g, positions, &dsum[..n * c], c);
+        }
+        if let Some(g) = self.token_type.as_mut().and_then(|p| p.grad.as_deref_mut()) {
+            embedding_backward(g, type_ids, &dsum[..n * c], c);
+        }
+    }
+}
+
+/// Dropout masks of one layer for one step.
+#[derive(Clone, Copy, Debug)]
+pub struct LayerDropout {
+    /// On attention probabilities.
+    pub attn: Dropout,
+    /// After the attention output projection (BERT only).
+    pub attn_out: Dropout,
+    /// After the feed-forward output.
+    pub ffn_out: Dropout,
+    /// On each LoRA branch's input (indexed like [`EncoderLayer::linears`]).
+    pub lora: [Dropout; 6],
+}
+
+impl LayerDropout {
+    /// No dropout anywhere (evaluation).
+    pub const OFF: LayerDropout =
+        LayerDropout { attn: Dropout::OFF, attn_out: Dropout::OFF, ffn_out: Dropout::OFF, lora: [Dropout::OFF; 6] };
+}
+
+/// One encoder layer: x1 = LN(x + O(attn(Q x, K x, V x))); out = LN(x1 + FFN2(act(FFN1 x1))).
+#[derive(Clone, Debug)]
+pub struct EncoderLayer {
+    /// The six linears: q, k, v, attention output, feed-forward in, feed-forward out.
+    pub linears: [Linear; 6],
+    /// LayerNorm after attention.
+    pub ln1: LayerNorm,
+    /// LayerNorm after the feed-forward.
+    pub ln2: LayerNorm,
+    /// Number of heads.
+    pub heads: usize,
+    /// Feed-forward activation.
+    pub activation: Activation,
+}
+
+impl EncoderLayer {
+    /// Whether any parameter of the layer trains.
+    pub fn trainable(&self) -> bool {
+        self.linears.iter().any(|l| l.weight.trainable() || l.bias.trainable() || l.lora.is_some())
+            || [&self.ln1, &self.ln2].iter().any(|ln| ln.weight.trainable() || ln.bias.trainable())
+    }
+
+    /// Forward of `x[N,C]` into `out[N,C]`, filling `cache`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        &self,
+        out: &mut [f32],
+        x: &[f32],
+        cache: &mut LayerCache,
+        seqs: &[SeqSpan],
+        n: usize,
+        drop: &LayerDropout,
+        lora_x: &mut Vec<f32>,
+        probs_drop: &mut [f32],
+    ) {
+        let c = self.ln1.weight.numel();
+        let f = self.linears[FFN1].out_dim();
+        let x = &x[..n * c];
+        let [lq, lk, lv, lo, l1, l2] = &self.linears;
+        let LayerCache { q, k, v, probs, ctx, attn_res, ln1_mean, ln1_rstd, x1, ffn_pre, ffn_act, ffn_res, ln2_mean, ln2_rstd, lora_h } =
+            cache;
+        let [hq, hk, hv, ho, h1, h2] = lora_h;
+        lq.forward(q, hq, x, lora_x, n, drop.lora[Q]);
+        lk.forward(k, hk, x, lora_x, n, drop.lora[K]);
+        lv.forward(v, hv, x, lora_x, n, drop.lora[V]);
+        attention_forward(ctx, probs, probs_drop, q, k, v, seqs, self.heads, c, drop.attn);
+        lo.forward(attn_res, ho, &ctx[..n * c], lora_x, n, drop.lora[O]);
+        drop.attn_out.apply(&mut attn_res[..n * c], 0);
+        add_into(&mut attn_res[..n * c], x);
+        layernorm_forward(x1, ln1_mean, ln1_rstd, attn_res, &self.ln1.weight.data, &self.ln1.bias.data, n, c, self.ln1.eps);
+        l1.forward(ffn_pre, h1, &x1[..n * c], lora_x, n, drop.lora[FFN1]);
+        self.activation.forward(&mut ffn_act[..n * f], &ffn_pre[..n * f]);
+        l2.forward(ffn_res, h2, &ffn_act[..n * f], lora_x, n, drop.lora[FFN2]);
+        drop.ffn_out.apply(&mut ffn_res[..n * c], 0);
+        add_into(&mut ffn_res[..n * c], &x1[..n * c]);
+        layernorm_forward(out, ln2_mean, ln2_rstd, ffn_res, &self.ln2.weight.data, &self.ln2.bias.data, n, c, self.ln2.eps);
+    }
+
+    /// Backward: from `g.d_out` (gradient of the layer output) to `g.d_b` (gradient of its
+    /// input `x`), accumulating the gradients of whatever trains. `need_dx = false` (the lowest
+    /// trainable layer) skips the input gradient's products.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &mut self,
+        g: &mut GradScratch,
+        x: &[f32],
+        cache: &LayerCache,
+        seqs: &[SeqSpan],
+        n: usize,
+        drop: &LayerDropout,
+        need_dx: bool,
+    ) {
+        let c = self.ln1.weight.numel();
+        let f = self.linears[FFN1].out_dim();
+        let x = &x[..n * c];
+        let GradScratch { d_out, d_a, d_b, d_tmp, d_ffn, d_ctx, dq, dk, dv, probs, lora, .. } = g;
+        let [lq, lk, lv, lo, l1, l2] = &mut self.linears;
+        let lh = &cache.lora_h;
+        // Second LayerNorm: d_a = d(ffn_res).
+        layernorm_backward(
+            d_a,
+            self.ln2.weight.grad.as_deref_mut(),
+            self.ln2.bias.grad.as_deref_mut(),
+            d_out,
+            &cache.ffn_res,
+            &cache.ln2_mean,
+            &cache.ln2_rstd,
+            &self.ln2.weight.data,
+            n,
+            c,
+            false,
+        );
+        // Feed-forward branch; the residual passes d_a through to x1.
+        let d_ffn_out: &[f32] = if drop.ffn_out.active() {
+            d_tmp[..n * c].copy_from_slice(&d_a[..n * c]);
+            drop.ffn_out.apply(&mut d_tmp[..n * c], 0);
+            d_tmp
+        } else {
+            d_a
+        };
+        grow(d_ffn, n * f);
+        l2.backward(Some(d_ffn), false, d_ffn_out, &cache.ffn_act, &lh[FFN2], lora, n, drop.lora[FFN2]);
+        self.activation.backward_inplace(&mut d_ffn[..n * f], &cache.ffn_pre[..n * f], &cache.ffn_act[..n * f]);
+        l1.backward(Some(d_a), true, d_ffn, &cache.x1, &lh[FFN1], lora, n, drop.lora[FFN1]);
+        // First LayerNorm: d_b = d(attn_res); the residual passes it through to x.
+        layernorm_backward(
+            d_b,
+            self.ln1.weight.grad.as_deref_mut(),
+            self.ln1.bias.grad.as_deref_mut(),
+            d_a,
+            &cache.attn_res,
+            &cache.ln1_mean,
+            &cache.ln1_rstd,
+            &self.ln1.weight.data,
+            n,
+            c,
+            false,
+        );
+        let d_attn_out: &[f32] = if drop.attn_out.active() {
+            d_tmp[..n * c].copy_from_slice(&d_b[..n * c]);
+            drop.attn_out.apply(&mut d_tmp[..n * c], 0);
+            d_tmp
+        } else {
+            d_b
+        };
+        lo.backward(Some(d_ctx), false, d_attn_out, &cache.ctx, &lh[O], lora, n, drop.lora[O]);
+        attention_backward(dq, dk, dv, probs, d_ctx, &cache.q, &cache.k, &cache.v, &cache.probs, seqs, self.heads, c, drop.attn);
+        lq.backward(need_dx.then_some(&mut d_b[..]), true, dq, x, &lh[Q], lora, n, drop.lora[Q]);
+        lk.backward(need_dx.then_some(&mut d_b[..]), true, dk, x, &lh[K], lora, n, drop.lora[K]);
+        lv.backward(need_dx.then_some(&mut d_b[..]), true, dv, x, &lh[V], lora, n, drop.lora[V]);
+    }
+}

@@ -1,0 +1,126 @@
+//! Sequence-classification heads on the [CLS] row: DistilBERT's (pre_classifier → ReLU →
+//! dropout → classifier) and BERT's (pooler dense → tanh → dropout → classifier).
+//!
+//! Dimensions: B sequences, C width, K classes.
+
+use super::acts::{GradScratch, HeadCache};
+use super::linear::{Linear, LoraScratch};
+use crate::ops::activation::Activation;
+use crate::ops::attention::SeqSpan;
+use crate::ops::dropout::Dropout;
+use serde::{Deserialize, Serialize};
+
+/// Which classification head sits on the encoder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeadKind {
+    /// DistilBertForSequenceClassification: pre_classifier, ReLU, dropout, classifier.
+    DistilBert,
+    /// BertForSequenceClassification: pooler dense, tanh, dropout, classifier.
+    Bert,
+}
+
+impl std::str::FromStr for HeadKind {
+    type Err = crate::error::Error;
+    fn from_str(s: &str) -> crate::error::Result<Self> {
+        match s {
+            "distilbert" => Ok(HeadKind::DistilBert),
+            "bert" => Ok(HeadKind::Bert),
+            other => Err(crate::error::Error::InvalidOption(format!("unknown head {other:?}; use distilbert or bert"))),
+        }
+    }
+}
+
+/// A classification head.
+#[derive(Clone, Debug)]
+pub struct Head {
+    /// Which head.
+    pub kind: HeadKind,
+    /// pre_classifier (DistilBERT) or pooler dense (BERT): C → C.
+    pub hidden: Linear,
+    /// classifier: C → K.
+    pub classifier: Linear,
+    /// Dropout before the classifier.
+    pub dropout: f32,
+}
+
+/// Dropout masks of the head for one step.
+#[derive(Clone, Copy, Debug)]
+pub struct HeadDropout {
+    /// Before the classifier.
+    pub classifier: Dropout,
+    /// LoRA branch inputs of (hidden, classifier).
+    pub lora: [Dropout; 2],
+}
+
+impl Head {
+    fn activation(&self) -> Activation {
+        match self.kind {
+            HeadKind::DistilBert => Activation::Relu,
+            HeadKind::Bert => Activation::Tanh,
+        }
+    }
+
+    /// Whether any head parameter trains.
+    pub fn trainable(&self) -> bool {
+        [&self.hidden, &self.classifier].iter().any(|l| l.weight.trainable() || l.bias.trainable() || l.lora.is_some())
+    }
+
+    /// Forward from the last hidden state `hidden[N,C]` to `cache.logits[B,K]`.
+    pub fn forward(&self, cache: &mut HeadCache, hidden: &[f32], seqs: &[SeqSpan], drop: &HeadDropout, lora_x: &mut Vec<f32>) {
+        let c = self.hidden.in_dim();
+        let b = seqs.len();
+        for (i, s) in seqs.iter().enumerate() {
+            cache.cls[i * c..(i + 1) * c].copy_from_slice(&hidden[s.start * c..(s.start + 1) * c]);
+        }
+        let HeadCache { cls, pre, act, dropped, logits, lora_h } = cache;
+        let [h0, h1] = lora_h;
+        self.hidden.forward(pre, h0, &cls[..b * c], lora_x, b, drop.lora[0]);
+        self.activation().forward(&mut act[..b * c], &pre[..b * c]);
+        dropped[..b * c].copy_from_slice(&act[..b * c]);
+        drop.classifier.apply(&mut dropped[..b * c], 0);
+        self.classifier.forward(logits, h1, &dropped[..b * c], lora_x, b, drop.lora[1]);
+    }
+
+    /// Backward from `g.dlogits`; writes the gradient of the [CLS] rows into `d_hidden[N,C]`
+    /// (zero elsewhere) when `d_hidden` is given.
+    pub fn backward(&mut self, g: &mut GradScratch, cache: &HeadCache, seqs: &[SeqSpan], drop: &HeadDropout, d_hidden: Option<&mut [f32]>) {
+        let c = self.hidden.in_dim();
+        let b = seqs.len();
+        let act = self.activation();
+        let GradScratch { d_head_a, d_head_b, dlogits, lora, .. } = g;
+        let need_below = d_hidden.is_some() || self.hidden.weight.trainable() || self.hidden.bias.trainable() || self.hidden.lora.is_some();
+        let lora: &mut LoraScratch = lora;
+        self.classifier.backward(
+            need_below.then_some(&mut d_head_a[..b * c]),
+            false,
+            dlogits,
+            &cache.dropped,
+            &cache.lora_h[1],
+            lora,
+            b,
+            drop.lora[1],
+        );
+        if !need_below {
+            return;
+        }
+        drop.classifier.apply(&mut d_head_a[..b * c], 0);
+        act.backward_inplace(&mut d_head_a[..b * c], &cache.pre[..b * c], &cache.act[..b * c]);
+        let want_dx = d_hidden.is_some();
+        self.hidden.backward(
+            want_dx.then_some(&mut d_head_b[..b * c]),
+            false,
+            d_head_a,
+            &cache.cls,
+            &cache.lora_h[0],
+            lora,
+            b,
+            drop.lora[0],
+        );
+        if let Some(dh) = d_hidden {
+            for (i, s) in seqs.iter().enumerate() {
+                dh[s.start * c..(s.start + 1) * c].copy_from_slice(&d_head_b[i * c..(i + 1) * c]);
+            }
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! `LinearWithLora`: a linear layer (weight [out, in], bias [out]) that may carry a LoRA update.
+//! Frozen base weights get no gradient buffer, so their backward is the input gradient alone.
+
+use crate::lora::{LoraLayer, Role};
+use crate::ops::dropout::Dropout;
+use crate::ops::linear::{linear_backward, linear_forward};
+use crate::param::Param;
+
+/// Scratch buffers a LoRA branch needs during backward (sized by the caller's buffer plan).
+#[derive(Default, Debug)]
+pub struct LoraScratch {
+    /// dh = dy·Bᵀ: [N, r].
+    pub dh: Vec<f32>,
+    /// Dropped-out input (or masked input gradient): [N, in].
+    pub x: Vec<f32>,
+}
+
+impl LoraScratch {
+    /// Grows the buffers to hold `n` rows of width `in_dim` at rank `r`.
+    pub fn ensure(&mut self, n: usize, in_dim: usize, r: usize) {
+        grow(&mut self.dh, n * r);
+        grow(&mut self.x, n * in_dim);
+    }
+}
+
+/// Grows `v` to at least `len` elements (never shrinks, so a steady state allocates nothing).
+pub fn grow(v: &mut Vec<f32>, len: usize) {
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+}
+
+/// A linear layer with an optional LoRA branch.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    /// Module path (Hugging Face naming), e.g. `distilbert.transformer.layer.0.attention.q_lin`.
+    pub path: String,
+    /// What the layer does in the network.
+    pub role: Role,
+    /// Weight [out, in].
+    pub weight: Param,
+    /// Bias [out].
+    pub bias: Param,
+    /// The LoRA update, when the layer is a target.
+    pub lora: Option<LoraLayer>,
+}
+
+impl Linear {
+    /// A frozen zero layer in → out named `path`.
+    pub fn new(path: String, role: Role, in_dim: usize, out_dim: usize) -> Self {
+        let weight = Param::zeros(format!("{path}.weight"), &[out_dim, in_dim]);
+        let bias = Param::zeros(format!("{path}.bias"), &[out_dim]);
+        Linear { path, role, weight, bias, lora: None }
+    }
+
+    /// Input width.
+    pub fn in_dim(&self) -> usize {
+        self.weight.shape[1]
+    }
+
+    /// Output width.
+    pub fn out_dim(&self) -> usize {
+        self.weight.shape[0]
+    }
+
+    /// The LoRA rank, 0 without LoRA.
+    pub fn rank(&self) -> usize {
+        self.lora.as_ref().map_or(0, |l| l.rank())
+    }
+
+    /// y[N,out] = x·Wᵀ + b (+ scale·(x·A)·B, caching x·A in `h`).
+    pub fn forward(&self, y: &mut [f32], h: &mut Vec<f32>, x: &[f32], x_drop: &mut Vec<f32>, n: usize, drop: Dropout) {
+        let (i, o) = (self.in_dim(), self.out_dim());
+        linear_forward(y, x, &self.weight.data, Some(&self.bias.data), n, i, o);
+        if let Some(lora) = &self.lora {
+            grow(h, n * lora.rank());
+            if drop.active() {
+                grow(x_drop, n * i);
+            }
+            lora.forward(y, h, x, x_drop, n, drop);
+        }
+    }
+
+    /// Backward: writes (or, with `accumulate_dx`, adds) the input gradient into `dx` when given,
+    /// and accumulates the gradients of whatever trains (W, b, A, B).
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &mut self,
+        dx: Option<&mut [f32]>,
+        accumulate_dx: bool,
+        dy: &[f32],
+        x: &[f32],
+        h: &[f32],
+        scratch: &mut LoraScratch,
+        n: usize,
+        drop: Dropout,
+    ) {
+        let (i, o) = (self.in_dim(), self.out_dim());
+        let Linear { weight, bias, lora, .. } = self;
+        let mut dx = dx;
+        linear_backward(
+            dx.as_deref_mut(),
+            weight.grad.as_deref_mut(),
+            bias.grad.as_deref_mut(),
+            dy,
+            x,
+            &weight.data,
+            n,
+            i,
+            o,
+            accumulate_dx,
+        );
+        if let Some(lora) = lora.as_mut().filter(|l| !l.merged) {
+            scratch.ensure(n, i, lora.rank());
+            lora.backward(dx, dy, x, h, &mut scratch.dh, &mut scratch.x, n, drop);
+        }
+    }
+
+    /// Adds the LoRA update into the weight (W += scale·(A·B)ᵀ); forward then skips the branch.
+    pub fn merge(&mut self) {
+        if let Some(lora) = self.lora.as_mut().filter(|l| !l.merged) {
+            for (w, d) in self.weight.data.iter_mut().zip(lora.delta_weight()) {
+                *w += d;
+            }
+            lora.merged = true;
+        }
+    }
+
+    /// Undoes [`Linear::merge`].
+    pub fn unmerge(&mut self) {
+        if let Some(lora) = self.lora.as_mut().filter(|l| l.merged) {
+            for (w, d) in self.weight.data.iter_mut().zip(lora.delta_weight()) {
+                *w -= d;
+            }
+            lora.merged = false;
+        }
+    }
+}
+
+/// A LayerNorm module: weight and bias over the last dimension.
+#[derive(Clone, Debug)]
+pub struct LayerNorm {
+    /// Module path.
+    pub path: String,
+    /// Scale γ [C].
+    pub weight: Param,
+    /// Shift β [C].
+    pub bias: Param,
+    /// Epsilon added to the variance.
+    pub eps: f32,
+}
+
+impl LayerNorm {
+    /// A frozen LayerNorm of width `c` (γ = 1, β = 0).
+    pub fn new(path: String, c: usize, eps: f32) -> Self {
+        let mut weight = Param::zeros(format!("{path}.weight"), &[c]);
+        weight.data.fill(1.0);
+        let bias = Param::zeros(format!("{path}.bias"), &[c]);
+        LayerNorm { path, weight, bias, eps }
+    }
+}

@@ -1,0 +1,105 @@
+//! Dropout with counter-based randomness: the mask is a pure function of (seed, element index),
+//! so forward and backward regenerate it instead of storing it, and any thread split of the work
+//! gives the same mask.
+
+/// A dropout mask over one tensor: element `i` is kept with probability `1 - p` and scaled by
+/// `1 / (1 - p)`; dropped elements become 0. `p == 0` (or evaluation mode) is the identity.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Dropout {
+    /// Probability of dropping an element.
+    pub p: f32,
+    /// Seed of this mask; derive a distinct one per step and per site with [`Dropout::site`].
+    pub seed: u64,
+}
+
+/// SplitMix64 finaliser: a strong 64-bit mixing function.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl Dropout {
+    /// The identity (evaluation mode).
+    pub const OFF: Dropout = Dropout { p: 0.0, seed: 0 };
+
+    /// A mask for `site` (a distinct number per dropout location in the model) at training `step`.
+    pub fn site(p: f32, run_seed: u64, step: u64, site: u64) -> Dropout {
+        Dropout { p, seed: mix(mix(run_seed ^ mix(step)) ^ site.wrapping_mul(0xA24B_AED4_963E_E407)) }
+    }
+
+    /// Whether this mask changes anything.
+    pub fn active(&self) -> bool {
+        self.p > 0.0
+    }
+
+    /// The multiplier of element `index`: 0 or 1/(1-p).
+    #[inline]
+    pub fn factor(&self, index: usize) -> f32 {
+        if self.p <= 0.0 {
+            return 1.0;
+        }
+        let u = (mix(self.seed ^ (index as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93)) >> 40) as f32 / (1u64 << 24) as f32;
+        if u < self.p {
+            0.0
+        } else {
+            1.0 / (1.0 - self.p)
+        }
+    }
+
+    /// Applies the mask in place to `x`, whose first element has global index `offset`.
+    /// The same call is the backward pass (the mask is its own Jacobian).
+    pub fn apply(&self, x: &mut [f32], offset: usize) {
+        if !self.active() {
+            return;
+        }
+        for (i, v) in x.iter_mut().enumerate() {
+            *v *= self.factor(offset + i);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_about_one_minus_p_and_rescales() {
+        let d = Dropout::site(0.25, 7, 3, 11);
+        let mut x = vec![1.0f32; 100_000];
+        d.apply(&mut x, 0);
+        let kept = x.iter().filter(|v| **v != 0.0).count() as f64 / x.len() as f64;
+        assert!((kept - 0.75).abs() < 0.01, "kept fraction {kept}");
+        assert!(x.iter().all(|v| *v == 0.0 || (*v - 1.0 / 0.75).abs() < 1e-6));
+        let mean = x.iter().map(|v| *v as f64).sum::<f64>() / x.len() as f64;
+        assert!((mean - 1.0).abs() < 0.02);
+    }
+
+    #[test]
+    fn mask_is_independent_of_how_the_tensor_is_split() {
+        let d = Dropout::site(0.5, 1, 2, 3);
+        let mut whole = vec![1.0f32; 64];
+        d.apply(&mut whole, 0);
+        let mut parts = vec![1.0f32; 64];
+        let (a, b) = parts.split_at_mut(20);
+        d.apply(a, 0);
+        d.apply(b, 20);
+        assert_eq!(whole, parts);
+    }
+
+    #[test]
+    fn different_sites_and_steps_give_different_masks() {
+        let m = |d: Dropout| (0..256).map(|i| d.factor(i) == 0.0).collect::<Vec<_>>();
+        assert_ne!(m(Dropout::site(0.5, 1, 0, 0)), m(Dropout::site(0.5, 1, 0, 1)));
+        assert_ne!(m(Dropout::site(0.5, 1, 0, 0)), m(Dropout::site(0.5, 1, 1, 0)));
+        assert_eq!(m(Dropout::site(0.5, 1, 4, 2)), m(Dropout::site(0.5, 1, 4, 2)));
+    }
+
+    #[test]
+    fn off_is_identity() {
+        let mut x = vec![0.3f32; 10];
+        Dropout::OFF.apply(&mut x, 0);
+        assert_eq!(x, vec![0.3; 10]);
+    }
+}

@@ -1,0 +1,13 @@
+//! Layer kernels, each a forward and a hand-written backward over plain slices (llm.c style):
+//! outputs first, then output gradients, then saved inputs, then dimensions.
+
+pub mod activation;
+pub mod attention;
+pub mod dropout;
+pub mod embedding;
+pub mod gemm;
+pub mod layernorm;
+pub mod linear;
+pub mod loss;
+#[cfg(test)]
+pub mod testing;
