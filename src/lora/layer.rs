@@ -188,7 +188,7 @@ mod tests {
     #[test]
     fn zero_b_adds_nothing() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(0);
-        let l = LoraLayer::new("m", I, O, &LoraConfig::default(), &mut rng);
+        let l = LoraLayer::new("m", I, O, &LoraConfig { r: 3, ..Default::default() }, &mut rng);
         assert!(out(&l, &random_vec(N * I, 1), Dropout::OFF).iter().all(|v| *v == 0.0));
     }
 
