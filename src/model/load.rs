@@ -80,6 +80,7 @@ impl Model {
             report.initialised =
                 ["pre_classifier.weight", "pre_classifier.bias", "classifier.weight", "classifier.bias"].map(String::from).to_vec();
         }
+        model.initialised = report.initialised.clone();
         Ok((model, report))
     }
 

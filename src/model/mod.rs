@@ -10,6 +10,7 @@ pub mod head;
 pub mod linear;
 pub mod load;
 pub mod names;
+pub mod summary;
 
 pub use acts::Activations;
 pub use encoder::{Embeddings, EncoderLayer, LayerDropout};
@@ -58,6 +59,9 @@ pub struct Model {
     pub layers: Vec<EncoderLayer>,
     /// Classification head.
     pub head: Head,
+    /// Names of parameters that were initialised here rather than loaded from the checkpoint
+    /// (a fresh head): an adapter must carry them, since the base model cannot supply them.
+    pub initialised: Vec<String>,
 }
 
 const ROLES: [Role; 6] = [Role::Query, Role::Key, Role::Value, Role::Projection, Role::FfnIn, Role::FfnOut];
@@ -102,7 +106,7 @@ impl Model {
             classifier: Linear::new(names::head_linear(head, Role::Classifier), Role::Classifier, c, num_labels),
             dropout: config.classifier_dropout,
         };
-        Model { config: config.clone(), embeddings, layers, head }
+        Model { config: config.clone(), embeddings, layers, head, initialised: Vec::new() }
     }
 
     /// Number of classes K.

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Runs the PyTorch reference (bench/torch_reference.py) and `lowrank bench` on the same workloads,
+# alternating, ROUNDS times each, saves every run's JSON to bench/results/<date>-<host>.jsonl and
+# prints a Markdown table (bench/table.py; re-run it on a saved .jsonl at any time).
+#
+# Environment:
+#   ROUNDS=2            rounds per workload (each round runs torch and lowrank once)
+#   THREADS=2 STEPS=5 WARMUP=1 CONFIG=distilbert-base BATCH=8
+#   BENCH_VENV=PATH     Python venv to use/create (default: <repo>/.venv-bench, git-ignored)
+#   TORCH_INDEX_URL=URL extra pip index for torch, e.g. https://download.pytorch.org/whl/cpu
+#   SKIP_BUILD=1        do not run `cargo build --release`
+#   LOWRANK=PATH        lowrank binary (default: <repo>/target/release/lowrank)
+# Runs from any working directory. Do not compile or run anything else meanwhile: the timings
+# are only as good as the machine is quiet.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+ROUNDS="${ROUNDS:-2}"
+THREADS="${THREADS:-2}"
+STEPS="${STEPS:-5}"
+WARMUP="${WARMUP:-1}"
+CONFIG="${CONFIG:-distilbert-base}"
+BATCH="${BATCH:-8}"
+VENV="${BENCH_VENV:-$ROOT/.venv-bench}"
+LOWRANK="${LOWRANK:-$ROOT/target/release/lowrank}"
+
+# --- Python side -----------------------------------------------------------------------------
+want_ok() {
+    "$VENV/bin/python" - <<'PY' 2>/dev/null
+import torch, transformers, peft
+assert torch.__version__.split("+")[0] == "2.15.0", torch.__version__
+assert transformers.__version__ == "5.24.0", transformers.__version__
+assert peft.__version__ == "0.21.2", peft.__version__
+PY
+}
+if [[ -x "$VENV/bin/python" ]] && want_ok; then
+    echo "using $VENV" >&2
+else
+    echo "setting up $VENV" >&2
+    [[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV"
+    extra=()
+    [[ -n "${TORCH_INDEX_URL:-}" ]] && extra=(--extra-index-url "$TORCH_INDEX_URL")
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
+    "$VENV/bin/python" -m pip install "${extra[@]}" -r "$ROOT/bench/requirements.txt" >&2
+    want_ok || { echo "error: $VENV lacks torch 2.15.0 / transformers 5.24.0 / peft 0.21.2" >&2; exit 1; }
+fi
+PY="$VENV/bin/python"
+
+# --- lowrank -----------------------------------------------------------------------------------
+if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+    cargo build --release --manifest-path "$ROOT/Cargo.toml" >&2
+fi
+[[ -x "$LOWRANK" ]] || echo "warning: $LOWRANK not found; lowrank runs will be recorded as failures" >&2
+
+# --- workloads ---------------------------------------------------------------------------------
+COMMON=(--config "$CONFIG" --batch "$BATCH" --threads "$THREADS" --steps "$STEPS" --warmup "$WARMUP" --seed 0 --lora-r 8 --lora-alpha 16)
+WORKLOADS=()
+for seq in 256 128; do
+    for targets in qv all; do
+        for prec in fp32 bf16; do
+            WORKLOADS+=("--seq $seq --mode lora --targets $targets --precision $prec")
+        done
+    done
+done
+WORKLOADS+=("--seq 128 --mode lora --targets qv --precision fp32 --infer")
+
+mkdir -p "$ROOT/bench/results"
+OUTFILE="$ROOT/bench/results/$(date +%Y%m%d-%H%M%S)-$(hostname -s 2>/dev/null || hostname).jsonl"
+ERR_FILE="$(mktemp)"
+trap 'rm -f "$ERR_FILE"' EXIT
+export ERR_FILE
+
+run_one() { # impl round flags...
+    local impl="$1" rnd="$2"; shift 2
+    local out rc=0
+    if [[ "$impl" == torch ]]; then
+        out="$("$PY" "$ROOT/bench/torch_reference.py" "$@" 2>"$ERR_FILE")" || rc=$?
+    else
+        if [[ -x "$LOWRANK" ]]; then
+            out="$("$LOWRANK" bench "$@" 2>"$ERR_FILE")" || rc=$?
+        else
+            out=""; rc=127; echo "$LOWRANK: not found" >"$ERR_FILE"
+        fi
+    fi
+    local line
+    line="$(printf '%s\n' "$out" | RC=$rc "$PY" "$ROOT/bench/table.py" record "$impl" "$rnd" "$@")"
+    printf '%s\n' "$line" >>"$OUTFILE"
+    if [[ $rc -eq 0 ]]; then
+        echo "  $impl: $(printf '%s' "$line" | "$PY" -c 'import json,sys; d=json.load(sys.stdin); print("%.3f s/step, %.0f MB" % (d["step_s"]["median"], d["peak_rss_mb"]) if "step_s" in d else d["error"])')" >&2
+    else
+        echo "  $impl: FAILED (exit $rc): $(tail -n 2 "$ERR_FILE" | tr '\n' ' ')" >&2
+    fi
+}
+
+echo "results: $OUTFILE" >&2
+for w in "${WORKLOADS[@]}"; do
+    read -r -a flags <<<"$w"
+    for ((r = 1; r <= ROUNDS; r++)); do
+        echo "[$w] round $r/$ROUNDS" >&2
+        # Alternate which side goes first, so neither always runs on a warmer (or hotter) machine.
+        if ((r % 2)); then order=(torch lowrank); else order=(lowrank torch); fi
+        for impl in "${order[@]}"; do
+            run_one "$impl" "$r" "${COMMON[@]}" "${flags[@]}"
+        done
+    done
+done
+
+echo >&2
+"$PY" "$ROOT/bench/table.py" "$OUTFILE"

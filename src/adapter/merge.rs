@@ -1,0 +1,28 @@
+//! Writing a full Hugging Face model folder (config.json with the label map, model.safetensors,
+//! tokenizer files) from a model, e.g. after merging LoRA into the base weights.
+
+use super::{copy_tokenizer_files, write_folder};
+use crate::checkpoint::{self, OutTensor};
+use crate::error::Result;
+use crate::model::{HeadKind, Model};
+use std::path::Path;
+
+/// Writes `model` (merged or plain) as a *ForSequenceClassification folder into `dir`.
+pub fn write_model_folder(model: &Model, dir: &Path, labels: &[String], tokenizer_dir: &Path) -> Result<()> {
+    let mut cfg = model.config.clone();
+    if model.head.kind == HeadKind::DistilBert && cfg.arch != crate::config::Arch::DistilBert {
+        cfg = cfg.as_distilbert();
+    }
+    let config = cfg.to_hf_json(labels);
+    // LoRA that is not merged must be folded into the written weights.
+    let mut merged = model.clone();
+    merged.merge_lora();
+    let params = merged.base_params();
+    write_folder(dir, |tmp| {
+        let tensors: Vec<OutTensor<'_>> =
+            params.iter().map(|p| OutTensor { name: p.name.clone(), shape: p.shape.clone(), data: &p.data }).collect();
+        checkpoint::write(&tmp.join("model.safetensors"), &tensors, &[("format", "pt")])?;
+        crate::fsutil::write_json(&tmp.join("config.json"), &config)?;
+        copy_tokenizer_files(tokenizer_dir, tmp)
+    })
+}

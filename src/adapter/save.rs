@@ -1,0 +1,103 @@
+//! Writing an adapter in PEFT's format: `base_model.model.<module>.lora_A.weight` [r, in] and
+//! `.lora_B.weight` [out, r] (transposes of lowrank's A and B), modules trained in full or
+//! freshly initialised (the head) as `base_model.model.<module>.weight` / `.bias`, an
+//! adapter_config.json PEFT computes the same scale from, the tokenizer files and labels.json.
+
+use super::{copy_tokenizer_files, write_folder};
+use crate::checkpoint::{self, OutTensor};
+use crate::data::LabelMap;
+use crate::error::{Error, Result};
+use crate::lora::LoraConfig;
+use crate::model::Model;
+use serde_json::json;
+use std::path::Path;
+
+/// What an adapter records besides tensors.
+pub struct AdapterInfo<'a> {
+    /// base_model_name_or_path.
+    pub base_model: String,
+    /// Class names, written as labels.json.
+    pub labels: &'a LabelMap,
+    /// Folder whose tokenizer files are copied beside the adapter.
+    pub tokenizer_dir: &'a Path,
+    /// The LoRA hyperparameters (None when nothing has LoRA, e.g. last-layers).
+    pub lora: Option<LoraConfig>,
+}
+
+/// Row-major transpose of `[rows, cols]`.
+pub(crate) fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; data.len()];
+    for i in 0..rows {
+        for j in 0..cols {
+            out[j * rows + i] = data[i * cols + j];
+        }
+    }
+    out
+}
+
+/// Writes the adapter of `model` into `dir` (replacing it atomically).
+pub fn save_adapter(model: &Model, dir: &Path, info: &AdapterInfo<'_>) -> Result<()> {
+    let mut owned: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    let mut targets = Vec::new();
+    let mut to_save = Vec::new();
+    let mut rank = None;
+    for lin in model.linears() {
+        if let Some(l) = &lin.lora {
+            if l.merged {
+                return Err(Error::Other(format!("{} has its LoRA merged into the weight; unmerge before saving an adapter", lin.path)));
+            }
+            let (i, r, o) = (lin.in_dim(), l.rank(), lin.out_dim());
+            if rank.is_some_and(|x| x != r) {
+                return Err(Error::Other("LoRA layers of different ranks cannot be saved as one PEFT adapter".into()));
+            }
+            rank = Some(r);
+            owned.push((format!("base_model.model.{}.lora_A.weight", lin.path), vec![r, i], transpose(&l.a.data, i, r)));
+            owned.push((format!("base_model.model.{}.lora_B.weight", lin.path), vec![o, r], transpose(&l.b.data, r, o)));
+            targets.push(lin.path.clone());
+        }
+        let fresh = model.initialised.contains(&lin.weight.name);
+        if lin.weight.trainable() || lin.bias.trainable() || fresh {
+            owned.push((format!("base_model.model.{}", lin.weight.name), lin.weight.shape.clone(), lin.weight.data.clone()));
+            owned.push((format!("base_model.model.{}", lin.bias.name), lin.bias.shape.clone(), lin.bias.data.clone()));
+            to_save.push(lin.path.clone());
+        }
+    }
+    if model.params().iter().any(|p| {
+        p.trainable() && !p.name.contains(".lora_") && !model.linears().iter().any(|l| l.weight.name == p.name || l.bias.name == p.name)
+    }) {
+        return Err(Error::Other(
+            "non-linear parameters train (full fine-tuning): export a full model folder instead of an adapter".into(),
+        ));
+    }
+    let lora = info.lora.unwrap_or_default();
+    let r = rank.unwrap_or(lora.r);
+    let config = json!({
+        "peft_type": "LORA",
+        "base_model_name_or_path": info.base_model,
+        "r": r,
+        "lora_alpha": lora.peft_alpha(),
+        "target_modules": targets,
+        "lora_dropout": lora.dropout,
+        "bias": "none",
+        "modules_to_save": if to_save.is_empty() { serde_json::Value::Null } else { json!(to_save) },
+        "use_rslora": lora.scaling == crate::lora::Scaling::Rslora,
+        "use_dora": false,
+        "fan_in_fan_out": false,
+        "init_lora_weights": true,
+        "inference_mode": true,
+        "task_type": null,
+        "lowrank": {
+            "head": model.head.kind,
+            "scaling": lora.scaling,
+            "alpha": lora.alpha,
+            "version": env!("CARGO_PKG_VERSION"),
+        },
+    });
+    write_folder(dir, |tmp| {
+        let tensors: Vec<OutTensor<'_>> = owned.iter().map(|(n, s, d)| OutTensor { name: n.clone(), shape: s.clone(), data: d }).collect();
+        checkpoint::write(&tmp.join("adapter_model.safetensors"), &tensors, &[("format", "pt")])?;
+        crate::fsutil::write_json(&tmp.join("adapter_config.json"), &config)?;
+        crate::fsutil::write_json(&tmp.join("labels.json"), info.labels)?;
+        copy_tokenizer_files(info.tokenizer_dir, tmp)
+    })
+}

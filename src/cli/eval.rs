@@ -1,0 +1,75 @@
+//! `lowrank eval`: a trained run on another labelled file: accuracy, confusion matrix and
+//! per-class precision / recall / F1.
+
+use crate::data::{self, LoadOptions};
+use crate::model::Activations;
+use crate::train::data::encode;
+use crate::train::run::evaluate;
+use crate::train::trained::load_trained;
+use clap::Args;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Options of `lowrank eval`.
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// The run folder (of lowrank train).
+    #[arg(long, value_name = "RUN_DIR")]
+    pub run: PathBuf,
+    /// Labelled data (labels by the run's class names or ids).
+    #[arg(long, value_name = "PATH")]
+    pub data: PathBuf,
+    /// Text column.
+    #[arg(long, default_value = "text")]
+    pub text_column: String,
+    /// Label column.
+    #[arg(long, default_value = "label")]
+    pub label_column: String,
+    /// Print the metrics as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `lowrank eval`.
+pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
+    let t = load_trained(&a.run)?;
+    let ds = data::load(
+        &a.data,
+        &LoadOptions {
+            text_column: a.text_column.clone(),
+            label_column: a.label_column.clone(),
+            label_map: Some(t.labels.clone()),
+            ..Default::default()
+        },
+    )?;
+    let enc = encode(&ds, &t.tokenizer)?;
+    let mut acts = Activations::default();
+    let m = evaluate(&t.model, &mut acts, &enc.ids, &enc.labels, t.labels.names(), 64, t.tokenizer.pad_id);
+    let stem = a.data.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "data".into());
+    crate::fsutil::write_json(&a.run.join(format!("eval-{stem}.json")), &serde_json::json!({"data": a.data, "metrics": m}))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&m)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{}: accuracy {:.2}% on {} examples (loss {:.4})", a.data.display(), 100.0 * m.accuracy, m.n, m.loss);
+    let names = t.labels.names();
+    let w = names.iter().map(String::len).max().unwrap_or(5).max(9);
+    println!("\nconfusion (rows: true, columns: predicted)");
+    print!("{:>w$}", "");
+    for n in names {
+        print!(" {n:>w$}");
+    }
+    println!();
+    for (i, row) in m.confusion.iter().enumerate() {
+        print!("{:>w$}", names[i]);
+        for c in row {
+            print!(" {c:>w$}");
+        }
+        println!();
+    }
+    println!("\n{:>w$} {:>9} {:>9} {:>9} {:>9}", "class", "precision", "recall", "f1", "support");
+    for c in &m.per_class {
+        println!("{:>w$} {:>9.4} {:>9.4} {:>9.4} {:>9}", c.label, c.precision, c.recall, c.f1, c.support);
+    }
+    Ok(ExitCode::SUCCESS)
+}

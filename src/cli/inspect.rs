@@ -1,0 +1,54 @@
+//! `lowrank inspect`: the module tree with LoRA where the options put it, and the trainable /
+//! total parameter counts (a bare config.json is enough).
+
+use super::args::{ModelArgs, PlanArgs};
+use crate::model::load::LoadOptions;
+use crate::model::summary::module_tree;
+use crate::model::Model;
+use clap::Args;
+use std::process::ExitCode;
+
+/// Options of `lowrank inspect`.
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// Number of classes of the head.
+    #[arg(long, default_value_t = 2)]
+    pub num_labels: usize,
+    /// Print a JSON object (trainable_params, total_params, lora_modules, trainable_tensors).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `lowrank inspect`.
+pub fn run(a: InspectArgs) -> anyhow::Result<ExitCode> {
+    let path = a.model.resolve()?;
+    let (mut model, _) = Model::from_pretrained(&path, &LoadOptions { head: a.model.head, num_labels: Some(a.num_labels), seed: 0 })?;
+    let injected = a.plan.plan(0)?.apply(&mut model)?;
+    let (trainable, total) = model.param_counts();
+    if a.json {
+        let tensors: Vec<&str> = model.params().into_iter().filter(|p| p.trainable()).map(|p| p.name.as_str()).collect();
+        let out = serde_json::json!({
+            "model_type": model.config.arch.model_type(),
+            "head": model.head.kind,
+            "trainable_params": trainable,
+            "total_params": total,
+            "trainable_percent": 100.0 * trainable as f64 / total as f64,
+            "lora_modules": injected,
+            "trainable_tensors": tensors,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print!("{}", module_tree(&model));
+        println!(
+            "\ntrainable params: {} || all params: {} || trainable%: {:.4}",
+            super::compare::group(trainable),
+            super::compare::group(total),
+            100.0 * trainable as f64 / total as f64
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,82 @@
+//! `lowrank train`: one fine-tuning run into a run folder.
+
+use super::args::{train_config, DataArgs, LoopArgs, ModelArgs, PlanArgs};
+use crate::train::{train, Outcome, TrainConfig};
+use anyhow::Context;
+use clap::Args;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Options of `lowrank train`.
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    #[command(flatten)]
+    pub lp: LoopArgs,
+    /// Start from this adapter (PEFT folder): its LoRA layers and saved modules train further.
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
+    /// The run folder to create.
+    #[arg(long, value_name = "RUN_DIR", required_unless_present = "resume")]
+    pub out: Option<PathBuf>,
+    /// Continue an interrupted run (every other option is read from its config.json).
+    #[arg(long, value_name = "RUN_DIR", conflicts_with = "out")]
+    pub resume: Option<PathBuf>,
+}
+
+/// Resolves the options into a run configuration.
+pub fn config(a: &TrainArgs) -> anyhow::Result<TrainConfig> {
+    let model = a.model.resolve()?;
+    let mut plan = a.plan.clone();
+    if let Some(dir) = &a.adapter {
+        // The adapter decides where LoRA sits and its hyperparameters.
+        let files = crate::adapter::read_adapter(dir)?;
+        let l = files.lora_config();
+        plan.lora_r = l.r;
+        plan.lora_alpha = l.alpha;
+        plan.scaling = l.scaling;
+        plan.lora_dropout = l.dropout;
+        if let Some(list) = files.config.target_modules.as_array() {
+            plan.target_modules = Some(list.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(","));
+            plan.lora_query = false;
+            plan.lora_value = false;
+        }
+    }
+    let mut cfg = train_config(model, a.model.head, &a.data, &plan, &a.lp)?;
+    cfg.init_adapter = a.adapter.clone();
+    Ok(cfg)
+}
+
+/// Runs `lowrank train`.
+pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
+    let stop = super::interrupt_flag();
+    let (cfg, dir, resume) = match &a.resume {
+        Some(dir) => (TrainConfig::default(), dir.clone(), true),
+        None => (config(&a)?, a.out.clone().expect("clap requires --out"), false),
+    };
+    match train(&cfg, &dir, resume, &stop, &super::log).with_context(|| format!("training run {}", dir.display()))? {
+        Outcome::Finished(s) => {
+            println!("{}", serde_json::to_string_pretty(&*s)?);
+            super::log(&format!(
+                "done: train {:.2}% / val {:.2}% / test {} (best epoch {}), {} trainable parameters, {:.1} examples/s; results in {}",
+                100.0 * s.train_acc,
+                100.0 * s.val_acc,
+                s.test_acc.map_or("-".into(), |t| format!("{:.2}%", 100.0 * t)),
+                s.best_epoch,
+                s.trainable_params,
+                s.examples_per_s,
+                dir.display()
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
+        Outcome::Interrupted { step } => {
+            super::log(&format!("stopped after step {step}; continue with: lowrank train --resume {}", dir.display()));
+            Ok(ExitCode::from(130))
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! The resolved configuration of a training run: everything that determines its result, written
+//! to the run folder as config.json so a run can be resumed, repeated and compared.
+
+use super::optim::{OptimizerConfig, Schedule};
+use crate::error::{Error, Result};
+use crate::model::HeadKind;
+use crate::plan::TrainPlan;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Where the examples come from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataSource {
+    /// One labelled file (or aclImdb folder), split with the run's seed.
+    Split {
+        /// The file or folder.
+        path: PathBuf,
+        /// Train / validation / test fractions.
+        fractions: (f64, f64, f64),
+    },
+    /// A split brought by the user.
+    Files {
+        /// Training file.
+        train: PathBuf,
+        /// Validation file.
+        val: PathBuf,
+        /// Test file, if any.
+        test: Option<PathBuf>,
+    },
+}
+
+/// Everything that defines a training run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// The base model folder.
+    pub model: PathBuf,
+    /// Classification head (None: the checkpoint's own family).
+    pub head: Option<HeadKind>,
+    /// The data.
+    pub data: DataSource,
+    /// Text column of CSV/JSON files.
+    pub text_column: String,
+    /// Label column of CSV/JSON files.
+    pub label_column: String,
+    /// Truncation length in tokens, [CLS] and [SEP] included.
+    pub max_length: usize,
+    /// Pad every sequence to `max_length` (the seed's setting; costs time, changes nothing else).
+    pub pad_to_max_length: bool,
+    /// What trains.
+    pub plan: TrainPlan,
+    /// An adapter (PEFT folder) whose weights initialise the trainable tensors.
+    pub init_adapter: Option<PathBuf>,
+    /// Optimizer.
+    pub optimizer: OptimizerConfig,
+    /// Learning-rate schedule.
+    pub schedule: Schedule,
+    /// Clip the global gradient norm to this value.
+    pub clip_grad_norm: Option<f32>,
+    /// Epochs.
+    pub epochs: u32,
+    /// Examples per optimizer step.
+    pub batch_size: usize,
+    /// Examples per inference batch during evaluation.
+    pub eval_batch_size: usize,
+    /// Also evaluate on validation every this many steps (besides each epoch's end).
+    pub eval_every: Option<u64>,
+    /// Seed of everything random: split, head and LoRA initialisation, shuffling, dropout.
+    pub seed: u64,
+    /// Drop each epoch's last incomplete batch.
+    pub drop_last: bool,
+    /// Length-bucketed batches.
+    pub bucket: bool,
+    /// Use only the first N training examples (quick runs).
+    pub limit_train: Option<usize>,
+    /// Write a resumable checkpoint every this many steps.
+    pub checkpoint_every: u64,
+}
+
+impl Default for TrainConfig {
+    /// The seed's hyperparameters.
+    fn default() -> Self {
+        TrainConfig {
+            model: PathBuf::new(),
+            head: None,
+            data: DataSource::Split { path: PathBuf::new(), fractions: crate::data::DEFAULT_FRACTIONS },
+            text_column: "text".into(),
+            label_column: "label".into(),
+            max_length: 512,
+            pad_to_max_length: false,
+            plan: TrainPlan::default(),
+            init_adapter: None,
+            optimizer: OptimizerConfig::default(),
+            schedule: Schedule::default(),
+            clip_grad_norm: None,
+            epochs: 3,
+            batch_size: 12,
+            eval_batch_size: 64,
+            eval_every: None,
+            seed: 123,
+            drop_last: true,
+            bucket: false,
+            limit_train: None,
+            checkpoint_every: 200,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Rejects settings that cannot work, naming the option.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidOption(m));
+        if self.batch_size == 0 {
+            return bad("--batch-size must be at least 1".into());
+        }
+        if self.epochs == 0 {
+            return bad("--epochs must be at least 1".into());
+        }
+        if !(self.optimizer.lr.is_finite() && self.optimizer.lr > 0.0) {
+            return bad(format!("--lr must be a positive number, got {}", self.optimizer.lr));
+        }
+        if !(0.0..1.0).contains(&self.schedule.warmup_ratio) {
+            return bad(format!("--warmup-ratio must be in [0, 1), got {}", self.schedule.warmup_ratio));
+        }
+        if self.clip_grad_norm.is_some_and(|c| c.is_nan() || c <= 0.0) {
+            return bad("--clip-grad-norm must be positive".into());
+        }
+        if self.checkpoint_every == 0 {
+            return bad("--checkpoint-every must be at least 1".into());
+        }
+        self.plan.lora.validate()
+    }
+}

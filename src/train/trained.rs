@@ -1,0 +1,46 @@
+//! A finished (or best-so-far) run loaded back from its folder: configuration, labels,
+//! tokenizer, and the model with its best-validation weights.
+
+use super::config::TrainConfig;
+use super::run::{build_model, RunDir};
+use super::state;
+use crate::data::LabelMap;
+use crate::error::{Error, Result};
+use crate::model::Model;
+use crate::tokenize::Tokenizer;
+use std::path::Path;
+
+/// A trained run, ready to evaluate, predict or export.
+pub struct Trained {
+    /// The run's configuration.
+    pub config: TrainConfig,
+    /// Its classes.
+    pub labels: LabelMap,
+    /// Its tokenizer.
+    pub tokenizer: Tokenizer,
+    /// The model with the best-validation weights.
+    pub model: Model,
+}
+
+/// Loads `run_dir`'s best checkpoint.
+pub fn load_trained(run_dir: &Path) -> Result<Trained> {
+    let dir = RunDir(run_dir.to_path_buf());
+    if !dir.config().exists() {
+        return Err(Error::InvalidOption(format!(
+            "{} is not a run folder (no config.json); pass the --out folder of lowrank train",
+            run_dir.display()
+        )));
+    }
+    let config: TrainConfig = crate::fsutil::read_json(&dir.config(), "run config.json")?;
+    let labels: LabelMap = crate::fsutil::read_json(&run_dir.join("labels.json"), "labels.json")?;
+    if !dir.best().exists() {
+        return Err(Error::InvalidOption(format!(
+            "{} has no best.safetensors yet: the run has not finished an evaluation",
+            run_dir.display()
+        )));
+    }
+    let tokenizer = Tokenizer::from_model_dir(&config.model, config.max_length)?;
+    let mut model = build_model(&config, labels.len())?;
+    state::load(&dir.best(), &mut model, None)?;
+    Ok(Trained { config, labels, tokenizer, model })
+}
