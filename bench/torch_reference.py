@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import os
 import platform
 import random
 import resource
@@ -145,15 +144,15 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    if args.steps < 1 or args.warmup < 0 or args.batch < 1 or args.seq < 1 or args.threads < 1:
-        sys.exit("--steps, --batch, --seq, --threads must be >= 1 and --warmup >= 0")
+class Workload:
+    """A built model and batch, ready to step (see `build`)."""
 
+
+def build(args):
+    """Builds the model (random weights), applies the fine-tuning mode and makes the batch."""
     import torch
-    import transformers
-    import peft
     from transformers import AutoConfig, AutoModelForSequenceClassification
+    import peft
 
     torch.set_num_threads(args.threads)
     random.seed(args.seed)
@@ -168,9 +167,9 @@ def main(argv=None):
     kind = raw.get("model_type")
     if kind not in TARGETS:
         sys.exit(f"unsupported model_type {kind!r}: use distilbert or bert")
-    d = dims(raw)
     if args.seq > raw.get("max_position_embeddings", 512):
         sys.exit(f"--seq {args.seq} exceeds max_position_embeddings")
+    d = dims(raw)
 
     fields = {k: v for k, v in raw.items() if k not in ("architectures", "transformers_version", "model_type")}
     config = AutoConfig.for_model(kind, **fields)
@@ -196,64 +195,70 @@ def main(argv=None):
                 for p_ in m.parameters():
                     p_.requires_grad_(True)
 
-    trainable = sum(p_.numel() for p_ in model.parameters() if p_.requires_grad)
-    total = sum(p_.numel() for p_ in model.parameters())
-
+    w = Workload()
+    w.cfg_name, w.kind, w.dims = cfg_name, kind, d
+    w.trainable = sum(p_.numel() for p_ in model.parameters() if p_.requires_grad)
     g = torch.Generator().manual_seed(args.seed)
-    ids = torch.randint(1000, d["V"], (args.batch, args.seq), generator=g)
-    mask = torch.ones_like(ids)
-    labels = torch.randint(0, 2, (args.batch,), generator=g)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16")
-    log(
-        f"torch {torch.__version__} threads={torch.get_num_threads()} config={cfg_name} mode={args.mode} "
-        f"targets={args.targets} precision={args.precision} attn={args.attn_impl} infer={args.infer} "
-        f"trainable={trainable} total={total}"
-    )
+    w.ids = torch.randint(1000, d["V"], (args.batch, args.seq), generator=g)
+    w.mask = torch.ones_like(w.ids)
+    w.labels = torch.randint(0, 2, (args.batch,), generator=g)
+    w.autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16")
 
-    steps, fwd, bwd, opt = [], [], [], []
     if args.infer:
         if args.mode == "lora":
             model = model.merge_and_unload()
-            total = sum(p_.numel() for p_ in model.parameters())
         model.eval()
-        with torch.inference_mode():
-            for i in range(args.warmup + args.steps):
-                t0 = time.perf_counter()
-                with autocast:
-                    logits = model(input_ids=ids, attention_mask=mask).logits
-                t1 = time.perf_counter()
-                log(f"step {i}: {t1 - t0:.3f}s" + (" (warmup)" if i < args.warmup else ""))
-                if i >= args.warmup:
-                    steps.append(t1 - t0)
-        fwd = steps
     else:
         model.train()
-        params = [p_ for p_ in model.parameters() if p_.requires_grad]
-        optim = torch.optim.Adam(params, lr=5e-5)
-        for i in range(args.warmup + args.steps):
-            t0 = time.perf_counter()
-            optim.zero_grad(set_to_none=True)
-            with autocast:
-                logits = model(input_ids=ids, attention_mask=mask).logits
-                loss = torch.nn.functional.cross_entropy(logits.float(), labels)
-            t1 = time.perf_counter()
-            loss.backward()
-            t2 = time.perf_counter()
-            optim.step()
-            t3 = time.perf_counter()
-            log(f"step {i}: {t3 - t0:.3f}s (fwd {t1 - t0:.3f} bwd {t2 - t1:.3f} opt {t3 - t2:.4f}) loss {loss.item():.4f}" + (" (warmup)" if i < args.warmup else ""))
-            if i >= args.warmup:
-                steps.append(t3 - t0)
-                fwd.append(t1 - t0)
-                bwd.append(t2 - t1)
-                opt.append(t3 - t2)
+        w.optim = torch.optim.Adam([p_ for p_ in model.parameters() if p_.requires_grad], lr=5e-5)
+    w.model = model
+    w.total = sum(p_.numel() for p_ in model.parameters())
+    log(
+        f"torch {torch.__version__} threads={torch.get_num_threads()} config={cfg_name} mode={args.mode} "
+        f"targets={args.targets} precision={args.precision} attn={args.attn_impl} infer={args.infer} "
+        f"trainable={w.trainable} total={w.total}"
+    )
+    return w
 
+
+def step(w, args):
+    """One timed step: returns (step, forward, backward, optimizer) seconds (the last two None for --infer)."""
+    import torch
+
+    if args.infer:
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            with w.autocast():
+                w.model(input_ids=w.ids, attention_mask=w.mask).logits
+            t1 = time.perf_counter()
+        return t1 - t0, t1 - t0, None, None
+    t0 = time.perf_counter()
+    w.optim.zero_grad(set_to_none=True)
+    with w.autocast():
+        logits = w.model(input_ids=w.ids, attention_mask=w.mask).logits
+        loss = torch.nn.functional.cross_entropy(logits.float(), w.labels)
+    t1 = time.perf_counter()
+    loss.backward()
+    t2 = time.perf_counter()
+    w.optim.step()
+    t3 = time.perf_counter()
+    w.last_loss = loss.item()
+    return t3 - t0, t1 - t0, t2 - t1, t3 - t2
+
+
+def report(w, args, times):
+    """The JSON object for a list of `step` results (timed steps only)."""
+    import torch
+    import transformers
+    import peft
+
+    steps = [t[0] for t in times]
     med = statistics.median(steps)
-    gflop = flop_count(d["C"], d["F"], d["L"], args.batch, args.seq, args.mode, args.targets, args.lora_r, infer=args.infer) / 1e9
-    out = {
+    gflop = flop_count(w.dims["C"], w.dims["F"], w.dims["L"], args.batch, args.seq, args.mode, args.targets, args.lora_r, infer=args.infer) / 1e9
+    return {
         "impl": "torch",
         "version": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
-        "config": cfg_name,
+        "config": w.cfg_name,
         "mode": args.mode,
         "targets": args.targets,
         "lora_r": args.lora_r,
@@ -266,20 +271,40 @@ def main(argv=None):
         "infer": args.infer,
         "attn_impl": args.attn_impl,
         "step_s": {"median": med, "min": min(steps), "max": max(steps)},
-        "forward_s": statistics.median(fwd),
-        "backward_s": statistics.median(bwd) if bwd else None,
-        "optimizer_s": statistics.median(opt) if opt else None,
+        "forward_s": statistics.median(t[1] for t in times),
+        "backward_s": None if args.infer else statistics.median(t[2] for t in times),
+        "optimizer_s": None if args.infer else statistics.median(t[3] for t in times),
         "examples_per_s": args.batch / med,
         "tokens_per_s": args.batch * args.seq / med,
         "gflop_per_step": gflop,
         "gflops": gflop / med,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "trainable_params": trainable,
-        "total_params": total,
+        "trainable_params": w.trainable,
+        "total_params": w.total,
         "cpu": cpu_model(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    print(json.dumps(out), flush=True)
+
+
+def describe(i, t, w, args):
+    warm = " (warmup)" if i < args.warmup else ""
+    if t[2] is None:
+        return f"step {i}: {t[0]:.3f}s{warm}"
+    return f"step {i}: {t[0]:.3f}s (fwd {t[1]:.3f} bwd {t[2]:.3f} opt {t[3]:.4f}) loss {w.last_loss:.4f}{warm}"
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.steps < 1 or args.warmup < 0 or args.batch < 1 or args.seq < 1 or args.threads < 1:
+        sys.exit("--steps, --batch, --seq, --threads must be >= 1 and --warmup >= 0")
+    w = build(args)
+    times = []
+    for i in range(args.warmup + args.steps):
+        t = step(w, args)
+        log(describe(i, t, w, args))
+        if i >= args.warmup:
+            times.append(t)
+    print(json.dumps(report(w, args, times)), flush=True)
 
 
 if __name__ == "__main__":

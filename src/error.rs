@@ -148,6 +148,10 @@ pub enum Error {
         message: String,
     },
 
+    /// A sweep's space or trial storage failed (see [`crate::sweep::SweepError`]).
+    #[error(transparent)]
+    Sweep(#[from] crate::sweep::SweepError),
+
     /// Any other error, with context.
     #[error("{0}")]
     Other(String),

@@ -9,7 +9,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// lowrank's own fields (PEFT ignores unknown keys).
+/// lowrank's own record of an adapter (lowrank.json beside adapter_config.json).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LowrankExtra {
     /// The classification head the adapter was trained with.
@@ -89,11 +89,6 @@ impl PeftConfig {
         } else {
             self.lora_alpha / self.r as f32
         }
-    }
-
-    /// lowrank's extra block, when the adapter was written by lowrank.
-    pub fn lowrank(&self) -> Option<LowrankExtra> {
-        self.other.get("lowrank").and_then(|v| serde_json::from_value(v.clone()).ok())
     }
 
     /// Refuses what lowrank cannot compute exactly.

@@ -15,6 +15,8 @@ use std::path::Path;
 pub struct AdapterFiles {
     /// adapter_config.json.
     pub config: PeftConfig,
+    /// lowrank.json, when lowrank wrote the adapter.
+    pub lowrank: Option<super::config::LowrankExtra>,
     /// labels.json, when present.
     pub labels: Option<LabelMap>,
 }
@@ -22,12 +24,12 @@ pub struct AdapterFiles {
 impl AdapterFiles {
     /// The head the adapter expects (lowrank's record, else the base's own family).
     pub fn head(&self) -> Option<HeadKind> {
-        self.config.lowrank().map(|l| l.head)
+        self.lowrank.as_ref().map(|l| l.head)
     }
 
     /// The LoRA hyperparameters in lowrank's terms (exact scale).
     pub fn lora_config(&self) -> LoraConfig {
-        match self.config.lowrank() {
+        match &self.lowrank {
             Some(l) => LoraConfig { r: self.config.r, alpha: l.alpha, scaling: l.scaling, dropout: self.config.lora_dropout },
             None => LoraConfig {
                 r: self.config.r,
@@ -44,7 +46,9 @@ pub fn read_adapter(dir: &Path) -> Result<AdapterFiles> {
     let config = PeftConfig::read(dir)?;
     let labels_path = dir.join("labels.json");
     let labels = if labels_path.exists() { Some(crate::fsutil::read_json(&labels_path, "labels.json")?) } else { None };
-    Ok(AdapterFiles { config, labels })
+    let extra = dir.join("lowrank.json");
+    let lowrank = if extra.exists() { Some(crate::fsutil::read_json(&extra, "lowrank.json")?) } else { None };
+    Ok(AdapterFiles { config, lowrank, labels })
 }
 
 /// Loads the adapter in `dir` onto `model`: LoRA tensors become (trainable) LoRA layers on
@@ -63,7 +67,10 @@ pub fn load_into(dir: &Path, model: &mut Model) -> Result<()> {
     let examples: Vec<String> =
         model.linears().iter().take(3).map(|l| l.path.clone()).chain(std::iter::once("classifier".into())).collect();
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
-    for (key, t) in &file.tensors {
+    // LoRA tensors first: a wrong base model shows as a missing module rather than a head shape.
+    let mut keys: Vec<(&String, &crate::checkpoint::Tensor)> = file.tensors.iter().collect();
+    keys.sort_by_key(|(k, _)| !k.contains(".lora_"));
+    for (key, t) in keys {
         let name = key
             .strip_prefix("base_model.model.")
             .ok_or_else(|| bad(format!("tensor {key} does not start with base_model.model. (not a PEFT adapter file)")))?;

@@ -1,7 +1,8 @@
 //! Writing an adapter in PEFT's format: `base_model.model.<module>.lora_A.weight` [r, in] and
 //! `.lora_B.weight` [out, r] (transposes of lowrank's A and B), modules trained in full or
-//! freshly initialised (the head) as `base_model.model.<module>.weight` / `.bias`, an
-//! adapter_config.json PEFT computes the same scale from, the tokenizer files and labels.json.
+//! freshly initialised (the head) as `base_model.model.<module>.weight` / `.bias` (with any LoRA
+//! on them merged in, since PEFT never adds LoRA to a saved module), an adapter_config.json PEFT
+//! computes the same scale from, lowrank.json (head, scaling), the tokenizer files and labels.json.
 
 use super::{copy_tokenizer_files, write_folder};
 use crate::checkpoint::{self, OutTensor};
@@ -42,24 +43,37 @@ pub fn save_adapter(model: &Model, dir: &Path, info: &AdapterInfo<'_>) -> Result
     let mut to_save = Vec::new();
     let mut rank = None;
     for lin in model.linears() {
-        if let Some(l) = &lin.lora {
-            if l.merged {
+        let fresh = model.initialised.contains(&lin.weight.name);
+        let saved_whole = lin.weight.trainable() || lin.bias.trainable() || fresh;
+        match &lin.lora {
+            Some(l) if l.merged => {
                 return Err(Error::Other(format!("{} has its LoRA merged into the weight; unmerge before saving an adapter", lin.path)));
             }
-            let (i, r, o) = (lin.in_dim(), l.rank(), lin.out_dim());
-            if rank.is_some_and(|x| x != r) {
-                return Err(Error::Other("LoRA layers of different ranks cannot be saved as one PEFT adapter".into()));
+            // PEFT never applies LoRA to a module it saves whole (modules_to_save), so a fresh
+            // head that also carries LoRA is saved with the update merged into its weight.
+            Some(_) if saved_whole => {
+                let mut merged = lin.clone();
+                merged.merge();
+                owned.push((format!("base_model.model.{}", lin.weight.name), lin.weight.shape.clone(), merged.weight.data));
+                owned.push((format!("base_model.model.{}", lin.bias.name), lin.bias.shape.clone(), lin.bias.data.clone()));
+                to_save.push(lin.path.clone());
             }
-            rank = Some(r);
-            owned.push((format!("base_model.model.{}.lora_A.weight", lin.path), vec![r, i], transpose(&l.a.data, i, r)));
-            owned.push((format!("base_model.model.{}.lora_B.weight", lin.path), vec![o, r], transpose(&l.b.data, r, o)));
-            targets.push(lin.path.clone());
-        }
-        let fresh = model.initialised.contains(&lin.weight.name);
-        if lin.weight.trainable() || lin.bias.trainable() || fresh {
-            owned.push((format!("base_model.model.{}", lin.weight.name), lin.weight.shape.clone(), lin.weight.data.clone()));
-            owned.push((format!("base_model.model.{}", lin.bias.name), lin.bias.shape.clone(), lin.bias.data.clone()));
-            to_save.push(lin.path.clone());
+            Some(l) => {
+                let (i, r, o) = (lin.in_dim(), l.rank(), lin.out_dim());
+                if rank.is_some_and(|x| x != r) {
+                    return Err(Error::Other("LoRA layers of different ranks cannot be saved as one PEFT adapter".into()));
+                }
+                rank = Some(r);
+                owned.push((format!("base_model.model.{}.lora_A.weight", lin.path), vec![r, i], transpose(&l.a.data, i, r)));
+                owned.push((format!("base_model.model.{}.lora_B.weight", lin.path), vec![o, r], transpose(&l.b.data, r, o)));
+                targets.push(lin.path.clone());
+            }
+            None if saved_whole => {
+                owned.push((format!("base_model.model.{}", lin.weight.name), lin.weight.shape.clone(), lin.weight.data.clone()));
+                owned.push((format!("base_model.model.{}", lin.bias.name), lin.bias.shape.clone(), lin.bias.data.clone()));
+                to_save.push(lin.path.clone());
+            }
+            None => {}
         }
     }
     if model.params().iter().any(|p| {
@@ -76,7 +90,8 @@ pub fn save_adapter(model: &Model, dir: &Path, info: &AdapterInfo<'_>) -> Result
         "base_model_name_or_path": info.base_model,
         "r": r,
         "lora_alpha": lora.peft_alpha(),
-        "target_modules": targets,
+        // PEFT's marker for "no LoRA module" (an adapter of saved modules only, e.g. last-layers).
+        "target_modules": if targets.is_empty() { json!("dummy-target-modules") } else { json!(targets) },
         "lora_dropout": lora.dropout,
         "bias": "none",
         "modules_to_save": if to_save.is_empty() { serde_json::Value::Null } else { json!(to_save) },
@@ -86,17 +101,19 @@ pub fn save_adapter(model: &Model, dir: &Path, info: &AdapterInfo<'_>) -> Result
         "init_lora_weights": true,
         "inference_mode": true,
         "task_type": null,
-        "lowrank": {
-            "head": model.head.kind,
-            "scaling": lora.scaling,
-            "alpha": lora.alpha,
-            "version": env!("CARGO_PKG_VERSION"),
-        },
     });
+    // lowrank's own record lives beside the adapter (PEFT warns about unknown config keys).
+    let extra = super::config::LowrankExtra {
+        head: model.head.kind,
+        scaling: lora.scaling,
+        alpha: lora.alpha,
+        version: env!("CARGO_PKG_VERSION").into(),
+    };
     write_folder(dir, |tmp| {
         let tensors: Vec<OutTensor<'_>> = owned.iter().map(|(n, s, d)| OutTensor { name: n.clone(), shape: s.clone(), data: d }).collect();
         checkpoint::write(&tmp.join("adapter_model.safetensors"), &tensors, &[("format", "pt")])?;
         crate::fsutil::write_json(&tmp.join("adapter_config.json"), &config)?;
+        crate::fsutil::write_json(&tmp.join("lowrank.json"), &extra)?;
         crate::fsutil::write_json(&tmp.join("labels.json"), info.labels)?;
         copy_tokenizer_files(info.tokenizer_dir, tmp)
     })

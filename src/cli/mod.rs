@@ -8,7 +8,7 @@ pub mod eval;
 pub mod export;
 pub mod inspect;
 pub mod predict;
-// SWEEP pub mod sweep;
+pub mod sweep;
 pub mod train;
 
 use clap::{Parser, Subcommand};
@@ -47,6 +47,10 @@ pub enum Command {
     Merge(export::MergeArgs),
     /// Time a training step (or inference) on a randomly initialised model; prints JSON.
     Bench(bench::BenchArgs),
+    /// Hyperparameter sweep: every trial a train run; SQLite or PostgreSQL trial storage.
+    Sweep(sweep::SweepArgs),
+    /// Leaderboard, CSV and pictures of a sweep.
+    SweepReport(sweep::ReportArgs),
 }
 
 /// A flag set by Ctrl-C (the first press asks the run to checkpoint and stop; a second exits).
@@ -82,5 +86,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Export(a) => export::run_export(a),
         Command::Merge(a) => export::run_merge(a),
         Command::Bench(a) => bench::run(a),
+        Command::Sweep(a) => sweep::run(a),
+        Command::SweepReport(a) => sweep::report(a),
     }
 }

@@ -7,7 +7,9 @@
 //! buffer of Σ_b H·len_b·valid_b floats.
 
 use super::dropout::Dropout;
+use super::fastmath::exp;
 use super::gemm::{matmul, MatMut, MatRef, Threads};
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 /// One sequence of a packed batch.
@@ -40,6 +42,34 @@ impl Shared {
     #[allow(clippy::mut_from_ref)]
     unsafe fn slice(&self) -> &mut [f32] {
         unsafe { std::slice::from_raw_parts_mut(self.0, self.1) }
+    }
+}
+
+/// In-place softmax of each row of `p` (rows of `cols` values).
+#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma"))]
+fn softmax_rows(p: &mut [f32], cols: usize) {
+    for row in p.chunks_exact_mut(cols) {
+        let max = row.iter().fold(f32::NEG_INFINITY, |a, b| a.max(*b));
+        let mut sum = 0.0f32;
+        for x in row.iter_mut() {
+            *x = exp(*x - max);
+            sum += *x;
+        }
+        let inv = 1.0 / sum;
+        for x in row.iter_mut() {
+            *x *= inv;
+        }
+    }
+}
+
+/// Softmax backward in place: g ← P ∘ (g − rowsum(g ∘ P)) · scale.
+#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma"))]
+fn softmax_backward_rows(g: &mut [f32], p: &[f32], cols: usize, scale: f32) {
+    for (gr, pr) in g.chunks_exact_mut(cols).zip(p.chunks_exact(cols)) {
+        let dot: f32 = gr.iter().zip(pr).map(|(a, b)| a * b).sum();
+        for (x, pv) in gr.iter_mut().zip(pr) {
+            *x = pv * (*x - dot) * scale;
+        }
     }
 }
 
@@ -84,18 +114,7 @@ pub fn attention_forward(
         let kh = MatRef::cols_of(&k[base..], s.valid, c, h * d, d);
         let vh = MatRef::cols_of(&v[base..], s.valid, c, h * d, d);
         matmul(MatMut::new(p, s.len, s.valid), qh, kh.t(), scale, 0.0, Threads::One);
-        for row in p.chunks_exact_mut(s.valid) {
-            let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0.0f32;
-            for x in row.iter_mut() {
-                *x = (*x - max).exp();
-                sum += *x;
-            }
-            let inv = 1.0 / sum;
-            for x in row.iter_mut() {
-                *x *= inv;
-            }
-        }
+        softmax_rows(p, s.valid);
         let pd: &[f32] = if dropout.active() {
             let sc = &mut scratch[off..off + s.len * s.valid];
             sc.copy_from_slice(p);
@@ -148,12 +167,7 @@ pub fn attention_backward(
         // dP = (dctx · Vᵀ) ∘ mask;  dS = P ∘ (dP - rowsum(dP ∘ P)) · scale
         matmul(MatMut::new(g, s.len, s.valid), dctx_h, vh.t(), 1.0, 0.0, Threads::One);
         dropout.apply(g, off);
-        for (gr, pr) in g.chunks_exact_mut(s.valid).zip(p.chunks_exact(s.valid)) {
-            let dot: f32 = gr.iter().zip(pr).map(|(a, b)| a * b).sum();
-            for (x, pv) in gr.iter_mut().zip(pr) {
-                *x = pv * (*x - dot) * scale;
-            }
-        }
+        softmax_backward_rows(g, p, s.valid, scale);
         let gs = MatRef::new(g, s.len, s.valid);
         matmul(MatMut::cols_of(&mut dq[base..], s.len, c, h * d, d), gs, kh, 1.0, 0.0, Threads::One);
         matmul(MatMut::cols_of(&mut dk[base..], s.valid, c, h * d, d), gs.t(), qh, 1.0, 0.0, Threads::One);

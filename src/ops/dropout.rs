@@ -20,6 +20,38 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// murmur3's 32-bit finaliser.
+#[inline(always)]
+fn fmix32(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85EB_CA6B);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xC2B2_AE35);
+    h ^ (h >> 16)
+}
+
+/// A 32-bit hash of (seed, index) that vectorises (32-bit multiplies only).
+#[inline(always)]
+fn hash32(seed: u64, index: u32) -> u32 {
+    fmix32(fmix32(index.wrapping_mul(0x9E37_79B1) ^ seed as u32) ^ (seed >> 32) as u32)
+}
+
+#[inline(always)]
+fn keep_factor(seed: u64, threshold: u32, scale: f32, index: u32) -> f32 {
+    if (hash32(seed, index) >> 8) < threshold {
+        0.0
+    } else {
+        scale
+    }
+}
+
+#[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma"))]
+fn apply_mask(x: &mut [f32], seed: u64, threshold: u32, scale: f32, offset: u32) {
+    for (i, v) in x.iter_mut().enumerate() {
+        *v *= keep_factor(seed, threshold, scale, offset.wrapping_add(i as u32));
+    }
+}
+
 impl Dropout {
     /// The identity (evaluation mode).
     pub const OFF: Dropout = Dropout { p: 0.0, seed: 0 };
@@ -35,17 +67,17 @@ impl Dropout {
     }
 
     /// The multiplier of element `index`: 0 or 1/(1-p).
-    #[inline]
+    #[inline(always)]
     pub fn factor(&self, index: usize) -> f32 {
         if self.p <= 0.0 {
             return 1.0;
         }
-        let u = (mix(self.seed ^ (index as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93)) >> 40) as f32 / (1u64 << 24) as f32;
-        if u < self.p {
-            0.0
-        } else {
-            1.0 / (1.0 - self.p)
-        }
+        keep_factor(self.seed, self.threshold(), 1.0 / (1.0 - self.p), index as u32)
+    }
+
+    /// Elements whose 24-bit hash falls below this are dropped.
+    fn threshold(&self) -> u32 {
+        (self.p as f64 * (1u32 << 24) as f64) as u32
     }
 
     /// Applies the mask in place to `x`, whose first element has global index `offset`.
@@ -54,9 +86,7 @@ impl Dropout {
         if !self.active() {
             return;
         }
-        for (i, v) in x.iter_mut().enumerate() {
-            *v *= self.factor(offset + i);
-        }
+        apply_mask(x, self.seed, self.threshold(), 1.0 / (1.0 - self.p), offset as u32);
     }
 }
 

@@ -2,10 +2,41 @@
 //!
 //! Dimensions: N rows, C features. Forward caches `mean[N]` and `rstd[N]` for backward.
 
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 /// Rows per parallel task for row-wise kernels.
 pub(crate) const ROWS_PER_TASK: usize = 16;
+
+/// One row: returns (mean, 1/std) and writes the normalised, scaled, shifted row.
+#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma"))]
+fn forward_row(o: &mut [f32], x: &[f32], w: &[f32], b: &[f32], eps: f32) -> (f32, f32) {
+    let c = x.len() as f32;
+    let mu = x.iter().sum::<f32>() / c;
+    let var = x.iter().map(|v| (v - mu) * (v - mu)).sum::<f32>() / c;
+    let rs = 1.0 / (var + eps).sqrt();
+    for ((o, xv), (wv, bv)) in o.iter_mut().zip(x).zip(w.iter().zip(b)) {
+        *o = (xv - mu) * rs * wv + bv;
+    }
+    (mu, rs)
+}
+
+/// One row of the input gradient.
+#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma"))]
+fn backward_row(dx: &mut [f32], dout: &[f32], x: &[f32], mu: f32, rs: f32, w: &[f32], accumulate: bool) {
+    let c = x.len() as f32;
+    let (mut sum_g, mut sum_gx) = (0.0f32, 0.0f32);
+    for ((d, xv), wv) in dout.iter().zip(x).zip(w) {
+        let g = d * wv;
+        sum_g += g;
+        sum_gx += g * (xv - mu) * rs;
+    }
+    let (mg, mgx) = (sum_g / c, sum_gx / c);
+    for (((dxv, d), xv), wv) in dx.iter_mut().zip(dout).zip(x).zip(w) {
+        let v = rs * (d * wv - mg - (xv - mu) * rs * mgx);
+        *dxv = if accumulate { *dxv + v } else { v };
+    }
+}
 
 /// Forward: writes `out[N,C]`, `mean[N]`, `rstd[N]`.
 #[allow(clippy::too_many_arguments)]
@@ -25,17 +56,7 @@ pub fn layernorm_forward(
         .zip(x[..n * c].par_chunks(c))
         .zip(mean[..n].par_iter_mut().zip(rstd[..n].par_iter_mut()))
         .with_min_len(ROWS_PER_TASK)
-        .for_each(|((o, xr), (m, r))| {
-            let mu = xr.iter().map(|v| *v as f64).sum::<f64>() / c as f64;
-            let var = xr.iter().map(|v| (*v as f64 - mu).powi(2)).sum::<f64>() / c as f64;
-            let rs = 1.0 / (var + eps as f64).sqrt();
-            let (mu, rs) = (mu as f32, rs as f32);
-            for ((o, xv), (wv, bv)) in o.iter_mut().zip(xr).zip(w.iter().zip(b)) {
-                *o = (xv - mu) * rs * wv + bv;
-            }
-            *m = mu;
-            *r = rs;
-        });
+        .for_each(|((o, xr), (m, r))| (*m, *r) = forward_row(o, xr, w, b, eps));
 }
 
 /// Backward: `dx` is set (or added to when `accumulate_dx`); `dw`/`db` are accumulated when present.
@@ -59,24 +80,7 @@ pub fn layernorm_backward(
         .zip(x[..n * c].par_chunks(c))
         .zip(mean[..n].par_iter().zip(rstd[..n].par_iter()))
         .with_min_len(ROWS_PER_TASK)
-        .for_each(|(((dxr, dor), xr), (mu, rs))| {
-            let (mut sum_g, mut sum_gx) = (0.0f32, 0.0f32);
-            for ((d, xv), wv) in dor.iter().zip(xr).zip(w) {
-                let g = d * wv;
-                sum_g += g;
-                sum_gx += g * (xv - mu) * rs;
-            }
-            let (mg, mgx) = (sum_g / c as f32, sum_gx / c as f32);
-            for (((dxv, d), xv), wv) in dxr.iter_mut().zip(dor).zip(xr).zip(w) {
-                let xhat = (xv - mu) * rs;
-                let v = rs * (d * wv - mg - xhat * mgx);
-                if accumulate_dx {
-                    *dxv += v;
-                } else {
-                    *dxv = v;
-                }
-            }
-        });
+        .for_each(|(((dxr, dor), xr), (mu, rs))| backward_row(dxr, dor, xr, *mu, *rs, w, accumulate_dx));
     if dw.is_none() && db.is_none() {
         return;
     }

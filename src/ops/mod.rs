@@ -5,6 +5,7 @@ pub mod activation;
 pub mod attention;
 pub mod dropout;
 pub mod embedding;
+pub mod fastmath;
 pub mod gemm;
 pub mod layernorm;
 pub mod linear;

@@ -1,6 +1,8 @@
 //! Hyperparameter sweeps: the search space ([`space`]), the trial storage shared by workers ([`storage`]),
-//! and the error type both report ([`SweepError`]).
+//! the workers that run trials ([`runner`]), the results ([`report`]), and the error type ([`SweepError`]).
 
+pub mod report;
+pub mod runner;
 pub mod space;
 pub mod storage;
 

@@ -1,0 +1,86 @@
+//! Helpers shared by the end-to-end tests: where the fetched assets are, small data files cut
+//! from the reference split, a tiny random BERT model folder, and running the binary.
+#![allow(dead_code)]
+
+use lowrank::config::ModelConfig;
+use lowrank::model::{HeadKind, Model};
+use rand::SeedableRng;
+use rand_distr::{Distribution, Normal};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The fetched assets folder (scripts/fetch-assets.sh), asserting it exists.
+pub fn assets() -> PathBuf {
+    let dir = std::env::var_os("LOWRANK_ASSETS").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("assets"));
+    assert!(
+        dir.join("all-MiniLM-L6-v2/model.safetensors").exists(),
+        "{} has no fetched assets: run scripts/fetch-assets.sh",
+        dir.display()
+    );
+    dir
+}
+
+/// The packaged all-MiniLM-L6-v2.
+pub fn minilm() -> PathBuf {
+    assets().join("all-MiniLM-L6-v2")
+}
+
+/// The reference Rotten Tomatoes split file `part` (train, val or test).
+pub fn rt(part: &str) -> PathBuf {
+    assets().join(format!("rotten-tomatoes/split/{part}.csv"))
+}
+
+/// Writes the first `n` data rows of the CSV `src` (header kept) to `dst`.
+pub fn head_csv(src: &Path, dst: &Path, n: usize) {
+    let mut r = csv::Reader::from_path(src).unwrap();
+    let mut w = csv::Writer::from_path(dst).unwrap();
+    w.write_record(r.headers().unwrap()).unwrap();
+    for rec in r.records().take(n) {
+        w.write_record(&rec.unwrap()).unwrap();
+    }
+    w.flush().unwrap();
+}
+
+/// A tiny random BERT (2 layers, width 32) with MiniLM's vocabulary, as a model folder.
+pub fn tiny_bert(dir: &Path) -> PathBuf {
+    let cfg = ModelConfig::from_json_str(
+        r#"{"model_type": "bert", "vocab_size": 30522, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "intermediate_size": 64, "max_position_embeddings": 512, "type_vocab_size": 2, "hidden_act": "gelu"}"#,
+    )
+    .unwrap();
+    let mut model = Model::new(&cfg, HeadKind::Bert, 2);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let normal = Normal::new(0.0f32, 0.1).unwrap();
+    for p in model.base_params_mut() {
+        if !p.name.contains("LayerNorm") {
+            p.data.iter_mut().for_each(|v| *v = normal.sample(&mut rng));
+        }
+    }
+    let out = dir.join("tiny-bert");
+    lowrank::adapter::write_model_folder(&model, &out, &["negative".into(), "positive".into()], &minilm()).unwrap();
+    out
+}
+
+/// Runs the lowrank binary with `args`.
+pub fn lowrank(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lowrank")).args(args).output().expect("run lowrank")
+}
+
+/// Runs the binary and asserts success, returning stdout.
+pub fn lowrank_ok(args: &[&str]) -> String {
+    let out = lowrank(args);
+    assert!(out.status.success(), "lowrank {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs the binary expecting failure; returns stderr.
+pub fn lowrank_err(args: &[&str]) -> String {
+    let out = lowrank(args);
+    assert!(!out.status.success(), "lowrank {args:?} should have failed");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+/// Path as &str.
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
