@@ -5,10 +5,14 @@
 #
 # Environment:
 #   ROUNDS=2            rounds per workload (each round runs torch and lowrank once)
-#   THREADS=2 STEPS=5 WARMUP=1 CONFIG=distilbert-base BATCH=8
+#   THREADS=2 STEPS=5 WARMUP=1 CONFIG=distilbert-base BATCH=8 (the DistilBERT workloads; the
+#   MiniLM ones at the reference protocol's shape are fixed)
 #   BENCH_VENV=PATH     Python venv to use/create (default: <repo>/.venv-bench, git-ignored)
 #   TORCH_INDEX_URL=URL extra pip index for torch, e.g. https://download.pytorch.org/whl/cpu
 #   SKIP_BUILD=1        do not run `cargo build --release`
+#   BF16=auto|1|0       run the bf16 workloads; auto (default) = only on CPUs with native bf16
+#                       (avx512_bf16 / amx_bf16). Without it PyTorch's bf16 autocast falls back to
+#                       slow GEMMs: ~200 s per DistilBERT seq-256 step on Zen 3, i.e. hours per round.
 #   LOWRANK=PATH        lowrank binary (default: <repo>/target/release/lowrank)
 # Runs from any working directory. Do not compile or run anything else meanwhile: the timings
 # are only as good as the machine is quiet.
@@ -24,6 +28,10 @@ CONFIG="${CONFIG:-distilbert-base}"
 BATCH="${BATCH:-8}"
 VENV="${BENCH_VENV:-$ROOT/.venv-bench}"
 LOWRANK="${LOWRANK:-$ROOT/target/release/lowrank}"
+BF16="${BF16:-auto}"
+if [[ "$BF16" == auto ]]; then
+    if grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo 2>/dev/null; then BF16=1; else BF16=0; fi
+fi
 
 # --- Python side -----------------------------------------------------------------------------
 want_ok() {
@@ -54,16 +62,20 @@ fi
 [[ -x "$LOWRANK" ]] || echo "warning: $LOWRANK not found; lowrank runs will be recorded as failures" >&2
 
 # --- workloads ---------------------------------------------------------------------------------
-COMMON=(--config "$CONFIG" --batch "$BATCH" --threads "$THREADS" --steps "$STEPS" --warmup "$WARMUP" --seed 0 --lora-r 8 --lora-alpha 16)
+COMMON=(--threads "$THREADS" --steps "$STEPS" --warmup "$WARMUP" --seed 0 --lora-r 8 --lora-alpha 16)
 WORKLOADS=()
 for seq in 256 128; do
     for targets in qv all; do
         for prec in fp32 bf16; do
-            WORKLOADS+=("--seq $seq --mode lora --targets $targets --precision $prec")
+            WORKLOADS+=("--config $CONFIG --batch $BATCH --seq $seq --mode lora --targets $targets --precision $prec")
         done
     done
 done
-WORKLOADS+=("--seq 128 --mode lora --targets qv --precision fp32 --infer")
+WORKLOADS+=("--config $CONFIG --batch $BATCH --seq 128 --mode lora --targets qv --precision fp32 --infer")
+# The reference protocol's shape: all-MiniLM-L6-v2, batch 12, ~27 tokens per example.
+for mode in "lora --targets qv" "full --targets qv" "last-layers --targets qv"; do
+    WORKLOADS+=("--config minilm-l6 --batch 12 --seq 32 --mode $mode --precision fp32")
+done
 
 mkdir -p "$ROOT/bench/results"
 OUTFILE="$ROOT/bench/results/$(date +%Y%m%d-%H%M%S)-$(hostname -s 2>/dev/null || hostname).jsonl"
@@ -96,6 +108,14 @@ run_one() { # impl round flags...
 echo "results: $OUTFILE" >&2
 for w in "${WORKLOADS[@]}"; do
     read -r -a flags <<<"$w"
+    if [[ "$BF16" != 1 && " $w " == *" bf16 "* ]]; then
+        echo "[$w] skipped: this CPU has no native bf16 (BF16=1 runs it anyway)" >&2
+        for impl in torch lowrank; do
+            RC=0 SKIP="no native bf16 on this CPU (BF16=1 runs it anyway)" \
+                "$PY" "$ROOT/bench/table.py" record "$impl" 1 "${COMMON[@]}" "${flags[@]}" </dev/null >>"$OUTFILE"
+        done
+        continue
+    fi
     for ((r = 1; r <= ROUNDS; r++)); do
         echo "[$w] round $r/$ROUNDS" >&2
         # Alternate which side goes first, so neither always runs on a warmer (or hotter) machine.

@@ -5,7 +5,8 @@ Usage:
   table.py RESULTS.jsonl              print the torch-vs-lowrank table
   table.py record IMPL ROUND FLAGS... (used by compare.sh) read one run's stdout on stdin and its
                                       exit status / stderr tail from $RC / $ERR_FILE, print one
-                                      JSON line: the run's object, or an error record
+                                      JSON line: the run's object, or an error record ($SKIP set:
+                                      a "skipped: $SKIP" record)
 
 Each line of the .jsonl is one run: either the object `torch_reference.py` / `lowrank bench`
 printed (plus "round"), or {"impl", "error", <workload fields>} when a run failed. Runs are grouped
@@ -73,7 +74,8 @@ def table(path):
                 if "error" in r:
                     errs.setdefault(r["error"], []).append(str(r.get("round", "?")))
             for e, rounds in errs.items():
-                notes.append(f"- {label(k)}: {impl} failed (round {', '.join(rounds)}): {e}")
+                what = e if e.startswith("skipped") else f"failed (round {', '.join(rounds)}): {e}"
+                notes.append(f"- {label(k)}: {impl} {what}")
             step = statistics.median(r["step_s"]["median"] for r in ok) if ok else None
             rss = max(r["peak_rss_mb"] for r in ok) if ok else None
             cells[impl] = (step, rss, len(ok))
@@ -105,7 +107,8 @@ def record(impl, rnd, flags):
                 break
             except json.JSONDecodeError:
                 pass
-    if rc == 0 and obj is not None and "step_s" in obj:
+    skip = os.environ.get("SKIP")
+    if not skip and rc == 0 and obj is not None and "step_s" in obj:
         obj["round"] = rnd
         print(json.dumps(obj))
         return
@@ -117,7 +120,7 @@ def record(impl, rnd, flags):
         except OSError:
             pass
     # Workload fields from the flags, with torch_reference.py's defaults.
-    w = {"config": "distilbert-base", "batch": 8, "seq": 256, "mode": "lora", "targets": "qv", "lora_r": 8,
+    w = {"config": "distilbert-base", "batch": 8, "seq": 256, "mode": "lora", "targets": "all", "lora_r": 8,
          "precision": "fp32", "threads": 2, "infer": False}
     it = iter(flags)
     for f in it:
@@ -127,7 +130,8 @@ def record(impl, rnd, flags):
             v = next(it, "")
             name = f[2:].replace("-", "_")
             w[name] = int(v) if isinstance(w[name], int) and not isinstance(w[name], bool) and v.isdigit() else v
-    w.update({"impl": impl, "round": rnd, "error": f"exit {rc}: {err[-400:] or 'no JSON on stdout'}"})
+    msg = f"skipped: {skip}" if skip else f"exit {rc}: {err[-400:] or 'no JSON on stdout'}"
+    w.update({"impl": impl, "round": rnd, "error": msg})
     print(json.dumps(w))
 
 

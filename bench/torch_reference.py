@@ -130,7 +130,7 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq", type=int, default=256)
     p.add_argument("--mode", choices=["lora", "last-layers", "full"], default="lora")
-    p.add_argument("--targets", choices=["qv", "all"], default="qv")
+    p.add_argument("--targets", choices=["qv", "all"], default="all")
     p.add_argument("--lora-r", type=int, default=8)
     p.add_argument("--lora-alpha", type=float, default=16.0)
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")

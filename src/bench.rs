@@ -215,7 +215,11 @@ pub fn run(w: &Workload) -> Result<BenchResult> {
     }
     let mut model = bench_model(w)?;
     if w.infer {
+        // Inference runs on merged weights: the LoRA layers are gone.
         model.merge_lora();
+        for lin in model.linears_mut() {
+            lin.lora = None;
+        }
     }
     let cfg = model.config.clone();
     let mut rng = rand::rngs::StdRng::seed_from_u64(w.seed ^ 1);
@@ -246,7 +250,6 @@ pub fn run(w: &Workload) -> Result<BenchResult> {
         }
         acts.grad.dlogits[..dl.len()].copy_from_slice(&dl);
         let t1 = Instant::now();
-        model.zero_grad();
         model.backward(&batch, &mut acts, mode);
         let t2 = Instant::now();
         opt.step(&mut model.params_mut(), 5e-5);

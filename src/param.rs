@@ -48,10 +48,4 @@ impl Param {
             g.fill(0.0);
         }
     }
-
-    /// Values and gradient together, when trainable (for optimizers).
-    pub fn data_and_grad(&mut self) -> Option<(&mut [f32], &[f32])> {
-        let Param { data, grad, .. } = self;
-        grad.as_deref().map(|g| (data.as_mut_slice(), g))
-    }
 }

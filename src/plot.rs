@@ -155,7 +155,8 @@ pub fn line_chart(stem: &Path, title: &str, x_label: &str, y_label: &str, series
     render!(stem, (900, 540), |a| draw_lines(&a, title, x_label, y_label, series))
 }
 
-/// Grouped vertical bars: for each category, one bar per series (values in `series[s].1[c]`).
+/// Grouped vertical bars: for each category, one bar per series (values in `series[s].1[c]`;
+/// a non-finite value draws no bar).
 pub fn grouped_bars(
     stem: &Path,
     title: &str,
@@ -202,7 +203,7 @@ pub fn grouped_bars(
         for (s, (name, values)) in series.iter().enumerate() {
             let c = color(s);
             chart
-                .draw_series(values.iter().enumerate().map(|(i, v)| {
+                .draw_series(values.iter().enumerate().filter(|(_, v)| v.is_finite()).map(|(i, v)| {
                     let x0 = i as f64 + 0.1 + s as f64 * width;
                     Rectangle::new([(x0, y_range.0), (x0 + width * 0.95, *v)], c.filled())
                 }))
@@ -210,7 +211,7 @@ pub fn grouped_bars(
                 .label(name.clone())
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled()));
             chart
-                .draw_series(values.iter().enumerate().map(|(i, v)| {
+                .draw_series(values.iter().enumerate().filter(|(_, v)| v.is_finite()).map(|(i, v)| {
                     let x0 = i as f64 + 0.1 + s as f64 * width;
                     Text::new(format!("{v:.1}"), (x0, *v + (y_range.1 - y_range.0) * 0.01), ("sans-serif", 11))
                 }))

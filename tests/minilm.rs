@@ -47,11 +47,11 @@ fn cls_hidden_state_equals_transformers() {
     let batch = Batch::pack(&refs, None, &[], None, 0);
     let mut acts = Activations::default();
     model.forward(&batch, &mut acts, Mode::Infer);
-    let hidden = model.last_hidden(&acts, Mode::Infer);
+    let hidden = model.cls_hidden(&acts, Mode::Infer);
     let want = &file.tensors["cls"];
     let c = want.shape[1];
-    for (i, s) in batch.seqs.iter().enumerate() {
-        let got = &hidden[s.start * c..(s.start + 1) * c];
+    for i in 0..batch.len() {
+        let got = &hidden[i * c..(i + 1) * c];
         let diff = got.iter().zip(&want.f32[i * c..(i + 1) * c]).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
         assert!(diff < 1e-4, "sentence {i}: max |Δcls| = {diff}");
     }

@@ -88,6 +88,66 @@ fn tiny_run_learns_and_writes_every_file() {
     let m: serde_json::Value = serde_json::from_str(&eval).unwrap();
     assert_eq!(m["n"], 60);
     assert!((m["accuracy"].as_f64().unwrap() - summary["test_acc"].as_f64().unwrap()).abs() < 1e-9);
+
+    // Predict with the adapter (twice, under two names, on one base), then with the merged model.
+    let adapter = run.join("adapter");
+    let text = "A moving, beautifully acted film.";
+    let two = lowrank_ok(&[
+        "predict",
+        "--model",
+        s(&minilm()),
+        "--adapter",
+        &format!("a={}", s(&adapter)),
+        "--adapter",
+        &format!("b={}", s(&adapter)),
+        "--text",
+        text,
+        "--json",
+    ]);
+    let lines: Vec<serde_json::Value> = two.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!((lines[0]["adapter"].as_str(), lines[1]["adapter"].as_str()), (Some("a"), Some("b")));
+    assert_eq!(lines[0]["logits"], lines[1]["logits"], "the base is restored between adapters");
+    assert!(["rotten", "fresh"].contains(&lines[0]["label"].as_str().unwrap()));
+    let merged = d.path().join("merged");
+    lowrank_ok(&["merge", "--model", s(&minilm()), "--adapter", s(&adapter), "--out", s(&merged)]);
+    let m: serde_json::Value =
+        serde_json::from_str(lowrank_ok(&["predict", "--model", s(&merged), "--text", text, "--json"]).trim()).unwrap();
+    let (a, b) = (lines[0]["logits"].as_array().unwrap(), m["logits"].as_array().unwrap());
+    for (x, y) in a.iter().zip(b) {
+        assert!((x.as_f64().unwrap() - y.as_f64().unwrap()).abs() < 1e-4, "merged {b:?} vs adapter {a:?}");
+    }
+    assert_eq!(m["label"], lines[0]["label"]);
+
+    // Training continues from the adapter: it starts where the first run ended.
+    let more = d.path().join("more");
+    lowrank_ok(&[
+        "train",
+        "--model",
+        s(&minilm()),
+        "--head",
+        "distilbert",
+        "--train",
+        &t,
+        "--val",
+        &v,
+        "--test",
+        &te,
+        "--epochs",
+        "1",
+        "--max-length",
+        "64",
+        "--lr",
+        "1e-3",
+        "--adapter",
+        s(&adapter),
+        "--out",
+        s(&more),
+    ]);
+    let cont: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(more.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(cont["trainable_params"], 258_048, "the adapter's LoRA layers train (its head is loaded, frozen)");
+    let start: f64 = step_losses(&more)[..5].iter().sum::<f64>() / 5.0;
+    assert!(start < first - 0.05, "continued training starts from the adapter: first losses {start:.4} vs a fresh run's {first:.4}");
 }
 
 #[test]

@@ -93,7 +93,7 @@ pub fn run(a: CompareArgs) -> anyhow::Result<ExitCode> {
     let table = markdown(&rows, extra_name.as_deref());
     crate::fsutil::write_atomic(&a.out.join("comparison.md"), table.as_bytes())?;
     crate::fsutil::write_json(&a.out.join("comparison.json"), &rows)?;
-    chart(&a.out, &rows)?;
+    chart(&a.out, &rows, extra_name.as_deref().unwrap_or("extra eval"))?;
     println!("{table}");
     Ok(ExitCode::SUCCESS)
 }
@@ -153,7 +153,7 @@ pub fn group(n: usize) -> String {
     out
 }
 
-fn chart(out: &Path, rows: &[Row]) -> anyhow::Result<Vec<PathBuf>> {
+fn chart(out: &Path, rows: &[Row], extra_name: &str) -> anyhow::Result<Vec<PathBuf>> {
     let cats: Vec<String> = rows.iter().map(|r| r.run.clone()).collect();
     let mut series = vec![
         ("train".to_string(), rows.iter().map(|r| 100.0 * r.summary.train_acc).collect::<Vec<_>>()),
@@ -161,7 +161,7 @@ fn chart(out: &Path, rows: &[Row]) -> anyhow::Result<Vec<PathBuf>> {
         ("test".to_string(), rows.iter().map(|r| 100.0 * r.summary.test_acc.unwrap_or(0.0)).collect()),
     ];
     if rows.iter().all(|r| r.extra_accuracy.is_some()) {
-        series.push(("extra eval".to_string(), rows.iter().map(|r| 100.0 * r.extra_accuracy.unwrap_or(0.0)).collect()));
+        series.push((extra_name.to_string(), rows.iter().map(|r| 100.0 * r.extra_accuracy.unwrap_or(0.0)).collect()));
     }
     let lo = series.iter().flat_map(|s| s.1.iter()).cloned().fold(100.0f64, f64::min);
     Ok(crate::plot::grouped_bars(

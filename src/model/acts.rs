@@ -131,6 +131,8 @@ pub struct Activations {
     pub lora_x: Vec<f32>,
     /// Forward scratch for attention-probability dropout.
     pub probs_drop: Vec<f32>,
+    /// The last layer's input at the [CLS] rows [B, C] (its queries).
+    pub cls_in: Vec<f32>,
 }
 
 impl Activations {
@@ -165,6 +167,7 @@ impl Activations {
             }
             grow(&mut l.probs, probs);
         }
+        grow(&mut self.cls_in, b * c);
         let hd = &mut self.head;
         for v in [&mut hd.cls, &mut hd.pre, &mut hd.act, &mut hd.dropped] {
             grow(v, b * c);

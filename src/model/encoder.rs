@@ -6,7 +6,7 @@
 use super::acts::{GradScratch, LayerCache, FFN1, FFN2, K, O, Q, V};
 use super::linear::{grow, LayerNorm, Linear};
 use crate::ops::activation::Activation;
-use crate::ops::attention::{attention_backward, attention_forward, SeqSpan};
+use crate::ops::attention::{attention_backward, attention_forward, AttnSpan};
 use crate::ops::dropout::Dropout;
 use crate::ops::embedding::{embedding_backward, embedding_forward};
 use crate::ops::layernorm::{layernorm_backward, layernorm_forward};
@@ -145,15 +145,18 @@ impl EncoderLayer {
             || [&self.ln1, &self.ln2].iter().any(|ln| ln.weight.trainable() || ln.bias.trainable())
     }
 
-    /// Forward of `x[N,C]` into `out[N,C]`, filling `cache`.
+    /// Forward of `x[N,C]` into `out[Nq,C]`, filling `cache`. Queries (and everything after
+    /// attention) run on `xq[Nq,C]` when given — the [CLS] rows in the last layer — else on `x`.
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
         out: &mut [f32],
         x: &[f32],
+        xq: Option<&[f32]>,
         cache: &mut LayerCache,
-        seqs: &[SeqSpan],
+        spans: &[AttnSpan],
         n: usize,
+        nq: usize,
         drop: &LayerDropout,
         lora_x: &mut Vec<f32>,
         probs_drop: &mut [f32],
@@ -161,43 +164,49 @@ impl EncoderLayer {
         let c = self.ln1.weight.numel();
         let f = self.linears[FFN1].out_dim();
         let x = &x[..n * c];
+        let xq = xq.map_or(&x[..nq * c], |q| &q[..nq * c]);
         let [lq, lk, lv, lo, l1, l2] = &self.linears;
         let LayerCache { q, k, v, probs, ctx, attn_res, ln1_mean, ln1_rstd, x1, ffn_pre, ffn_act, ffn_res, ln2_mean, ln2_rstd, lora_h } =
             cache;
         let [hq, hk, hv, ho, h1, h2] = lora_h;
-        lq.forward(q, hq, x, lora_x, n, drop.lora[Q]);
+        lq.forward(q, hq, xq, lora_x, nq, drop.lora[Q]);
         lk.forward(k, hk, x, lora_x, n, drop.lora[K]);
         lv.forward(v, hv, x, lora_x, n, drop.lora[V]);
-        attention_forward(ctx, probs, probs_drop, q, k, v, seqs, self.heads, c, drop.attn);
-        lo.forward(attn_res, ho, &ctx[..n * c], lora_x, n, drop.lora[O]);
-        drop.attn_out.apply(&mut attn_res[..n * c], 0);
-        add_into(&mut attn_res[..n * c], x);
-        layernorm_forward(x1, ln1_mean, ln1_rstd, attn_res, &self.ln1.weight.data, &self.ln1.bias.data, n, c, self.ln1.eps);
-        l1.forward(ffn_pre, h1, &x1[..n * c], lora_x, n, drop.lora[FFN1]);
-        self.activation.forward(&mut ffn_act[..n * f], &ffn_pre[..n * f]);
-        l2.forward(ffn_res, h2, &ffn_act[..n * f], lora_x, n, drop.lora[FFN2]);
-        drop.ffn_out.apply(&mut ffn_res[..n * c], 0);
-        add_into(&mut ffn_res[..n * c], &x1[..n * c]);
-        layernorm_forward(out, ln2_mean, ln2_rstd, ffn_res, &self.ln2.weight.data, &self.ln2.bias.data, n, c, self.ln2.eps);
+        attention_forward(ctx, probs, probs_drop, q, k, v, spans, self.heads, c, drop.attn);
+        lo.forward(attn_res, ho, &ctx[..nq * c], lora_x, nq, drop.lora[O]);
+        drop.attn_out.apply(&mut attn_res[..nq * c], 0);
+        add_into(&mut attn_res[..nq * c], xq);
+        layernorm_forward(x1, ln1_mean, ln1_rstd, attn_res, &self.ln1.weight.data, &self.ln1.bias.data, nq, c, self.ln1.eps);
+        l1.forward(ffn_pre, h1, &x1[..nq * c], lora_x, nq, drop.lora[FFN1]);
+        self.activation.forward(&mut ffn_act[..nq * f], &ffn_pre[..nq * f]);
+        l2.forward(ffn_res, h2, &ffn_act[..nq * f], lora_x, nq, drop.lora[FFN2]);
+        drop.ffn_out.apply(&mut ffn_res[..nq * c], 0);
+        add_into(&mut ffn_res[..nq * c], &x1[..nq * c]);
+        layernorm_forward(out, ln2_mean, ln2_rstd, ffn_res, &self.ln2.weight.data, &self.ln2.bias.data, nq, c, self.ln2.eps);
     }
 
-    /// Backward: from `g.d_out` (gradient of the layer output) to `g.d_b` (gradient of its
-    /// input `x`), accumulating the gradients of whatever trains. `need_dx = false` (the lowest
-    /// trainable layer) skips the input gradient's products.
+    /// Backward: from `g.d_out` (gradient of the layer output, [Nq,C]) to `g.d_b` (gradient of
+    /// its input `x`, [N,C]), accumulating the gradients of whatever trains. With `xq` (queries on
+    /// [CLS] rows only) the query-side gradient row i is added to row `spans[i].k_start`.
+    /// `need_dx = false` (the lowest trainable layer) skips the input gradient's products.
     #[allow(clippy::too_many_arguments)]
     pub fn backward(
         &mut self,
         g: &mut GradScratch,
         x: &[f32],
+        xq: Option<&[f32]>,
         cache: &LayerCache,
-        seqs: &[SeqSpan],
+        spans: &[AttnSpan],
         n: usize,
+        nq: usize,
         drop: &LayerDropout,
         need_dx: bool,
     ) {
         let c = self.ln1.weight.numel();
         let f = self.linears[FFN1].out_dim();
         let x = &x[..n * c];
+        let compact = xq.is_some();
+        let xq = xq.map_or(&x[..nq * c], |q| &q[..nq * c]);
         let GradScratch { d_out, d_a, d_b, d_tmp, d_ffn, d_ctx, dq, dk, dv, probs, lora, .. } = g;
         let [lq, lk, lv, lo, l1, l2] = &mut self.linears;
         let lh = &cache.lora_h;
@@ -211,23 +220,23 @@ impl EncoderLayer {
             &cache.ln2_mean,
             &cache.ln2_rstd,
             &self.ln2.weight.data,
-            n,
+            nq,
             c,
             false,
         );
         // Feed-forward branch; the residual passes d_a through to x1.
         let d_ffn_out: &[f32] = if drop.ffn_out.active() {
-            d_tmp[..n * c].copy_from_slice(&d_a[..n * c]);
-            drop.ffn_out.apply(&mut d_tmp[..n * c], 0);
+            d_tmp[..nq * c].copy_from_slice(&d_a[..nq * c]);
+            drop.ffn_out.apply(&mut d_tmp[..nq * c], 0);
             d_tmp
         } else {
             d_a
         };
-        grow(d_ffn, n * f);
-        l2.backward(Some(d_ffn), false, d_ffn_out, &cache.ffn_act, &lh[FFN2], lora, n, drop.lora[FFN2]);
-        self.activation.backward_inplace(&mut d_ffn[..n * f], &cache.ffn_pre[..n * f], &cache.ffn_act[..n * f]);
-        l1.backward(Some(d_a), true, d_ffn, &cache.x1, &lh[FFN1], lora, n, drop.lora[FFN1]);
-        // First LayerNorm: d_b = d(attn_res); the residual passes it through to x.
+        grow(d_ffn, nq * f);
+        l2.backward(Some(d_ffn), false, d_ffn_out, &cache.ffn_act, &lh[FFN2], lora, nq, drop.lora[FFN2]);
+        self.activation.backward_inplace(&mut d_ffn[..nq * f], &cache.ffn_pre[..nq * f], &cache.ffn_act[..nq * f]);
+        l1.backward(Some(d_a), true, d_ffn, &cache.x1, &lh[FFN1], lora, nq, drop.lora[FFN1]);
+        // First LayerNorm: d_b = d(attn_res); the residual passes it through to the query rows.
         layernorm_backward(
             d_b,
             self.ln1.weight.grad.as_deref_mut(),
@@ -237,21 +246,31 @@ impl EncoderLayer {
             &cache.ln1_mean,
             &cache.ln1_rstd,
             &self.ln1.weight.data,
-            n,
+            nq,
             c,
             false,
         );
         let d_attn_out: &[f32] = if drop.attn_out.active() {
-            d_tmp[..n * c].copy_from_slice(&d_b[..n * c]);
-            drop.attn_out.apply(&mut d_tmp[..n * c], 0);
+            d_tmp[..nq * c].copy_from_slice(&d_b[..nq * c]);
+            drop.attn_out.apply(&mut d_tmp[..nq * c], 0);
             d_tmp
         } else {
             d_b
         };
-        lo.backward(Some(d_ctx), false, d_attn_out, &cache.ctx, &lh[O], lora, n, drop.lora[O]);
-        attention_backward(dq, dk, dv, probs, d_ctx, &cache.q, &cache.k, &cache.v, &cache.probs, seqs, self.heads, c, drop.attn);
-        lq.backward(need_dx.then_some(&mut d_b[..]), true, dq, x, &lh[Q], lora, n, drop.lora[Q]);
-        lk.backward(need_dx.then_some(&mut d_b[..]), true, dk, x, &lh[K], lora, n, drop.lora[K]);
+        lo.backward(Some(d_ctx), false, d_attn_out, &cache.ctx, &lh[O], lora, nq, drop.lora[O]);
+        attention_backward(dq, dk, dv, probs, d_ctx, &cache.q, &cache.k, &cache.v, &cache.probs, spans, self.heads, c, drop.attn);
+        lq.backward(need_dx.then_some(&mut d_b[..]), true, dq, xq, &lh[Q], lora, nq, drop.lora[Q]);
+        if compact && need_dx {
+            // d_b holds the query rows' gradient: set it aside, then scatter it onto the key rows.
+            d_tmp[..nq * c].copy_from_slice(&d_b[..nq * c]);
+        }
+        lk.backward(need_dx.then_some(&mut d_b[..]), !compact, dk, x, &lh[K], lora, n, drop.lora[K]);
         lv.backward(need_dx.then_some(&mut d_b[..]), true, dv, x, &lh[V], lora, n, drop.lora[V]);
+        if compact && need_dx {
+            for (i, s) in spans.iter().enumerate() {
+                let (src, dst) = (&d_tmp[i * c..(i + 1) * c], s.k_start * c);
+                d_b[dst..dst + c].iter_mut().zip(src).for_each(|(d, v)| *d += v);
+            }
+        }
     }
 }

@@ -6,7 +6,6 @@
 use super::acts::{GradScratch, HeadCache};
 use super::linear::{Linear, LoraScratch};
 use crate::ops::activation::Activation;
-use crate::ops::attention::SeqSpan;
 use crate::ops::dropout::Dropout;
 use serde::{Deserialize, Serialize};
 
@@ -66,12 +65,12 @@ impl Head {
         [&self.hidden, &self.classifier].iter().any(|l| l.weight.trainable() || l.bias.trainable() || l.lora.is_some())
     }
 
-    /// Forward from the last hidden state `hidden[N,C]` to `cache.logits[B,K]`.
-    pub fn forward(&self, cache: &mut HeadCache, hidden: &[f32], seqs: &[SeqSpan], drop: &HeadDropout, lora_x: &mut Vec<f32>) {
+    /// Forward from the [CLS] rows `cls_rows` of the last hidden state `hidden` to `cache.logits[B,K]`.
+    pub fn forward(&self, cache: &mut HeadCache, hidden: &[f32], cls_rows: &[usize], drop: &HeadDropout, lora_x: &mut Vec<f32>) {
         let c = self.hidden.in_dim();
-        let b = seqs.len();
-        for (i, s) in seqs.iter().enumerate() {
-            cache.cls[i * c..(i + 1) * c].copy_from_slice(&hidden[s.start * c..(s.start + 1) * c]);
+        let b = cls_rows.len();
+        for (i, &r) in cls_rows.iter().enumerate() {
+            cache.cls[i * c..(i + 1) * c].copy_from_slice(&hidden[r * c..(r + 1) * c]);
         }
         let HeadCache { cls, pre, act, dropped, logits, lora_h } = cache;
         let [h0, h1] = lora_h;
@@ -82,11 +81,18 @@ impl Head {
         self.classifier.forward(logits, h1, &dropped[..b * c], lora_x, b, drop.lora[1]);
     }
 
-    /// Backward from `g.dlogits`; writes the gradient of the [CLS] rows into `d_hidden[N,C]`
-    /// (zero elsewhere) when `d_hidden` is given.
-    pub fn backward(&mut self, g: &mut GradScratch, cache: &HeadCache, seqs: &[SeqSpan], drop: &HeadDropout, d_hidden: Option<&mut [f32]>) {
+    /// Backward from `g.dlogits`; writes the gradient of the [CLS] rows `cls_rows` into
+    /// `d_hidden` (other rows untouched) when `d_hidden` is given.
+    pub fn backward(
+        &mut self,
+        g: &mut GradScratch,
+        cache: &HeadCache,
+        cls_rows: &[usize],
+        drop: &HeadDropout,
+        d_hidden: Option<&mut [f32]>,
+    ) {
         let c = self.hidden.in_dim();
-        let b = seqs.len();
+        let b = cls_rows.len();
         let act = self.activation();
         let GradScratch { d_head_a, d_head_b, dlogits, lora, .. } = g;
         let need_below = d_hidden.is_some() || self.hidden.weight.trainable() || self.hidden.bias.trainable() || self.hidden.lora.is_some();
@@ -118,8 +124,8 @@ impl Head {
             drop.lora[0],
         );
         if let Some(dh) = d_hidden {
-            for (i, s) in seqs.iter().enumerate() {
-                dh[s.start * c..(s.start + 1) * c].copy_from_slice(&d_head_b[i * c..(i + 1) * c]);
+            for (i, &r) in cls_rows.iter().enumerate() {
+                dh[r * c..(r + 1) * c].copy_from_slice(&d_head_b[i * c..(i + 1) * c]);
             }
         }
     }

@@ -20,7 +20,7 @@ pub use linear::{LayerNorm, Linear};
 use crate::batch::Batch;
 use crate::config::{Arch, ModelConfig};
 use crate::lora::Role;
-use crate::ops::attention::probs_len;
+use crate::ops::attention::{probs_len, AttnSpan};
 use crate::ops::dropout::Dropout;
 use crate::param::Param;
 use rand::SeedableRng;
@@ -275,29 +275,46 @@ impl Model {
         (site(cfg.hidden_dropout, 0), layers, head)
     }
 
+    /// Attention spans of every layer but the last (full self-attention), and of the last
+    /// (only the [CLS] row of each sequence queries: nothing else reaches the head).
+    fn spans(batch: &Batch) -> (Vec<AttnSpan>, Vec<AttnSpan>) {
+        (batch.seqs.iter().map(AttnSpan::full).collect(), batch.seqs.iter().enumerate().map(|(i, s)| AttnSpan::cls(s, i)).collect())
+    }
+
     /// Forward pass; returns the logits [B, K] (also kept in `acts`).
     pub fn forward<'a>(&self, batch: &Batch, acts: &'a mut Activations, mode: Mode) -> &'a [f32] {
         let (n, b, c) = (batch.n_tokens(), batch.len(), self.config.dim);
         let keep = mode.keeps_caches();
-        acts.prepare(&self.config, self.num_labels(), n, b, probs_len(&batch.seqs, self.config.n_heads), keep);
+        let (full, cls) = Self::spans(batch);
+        acts.prepare(&self.config, self.num_labels(), n, b, probs_len(&full, self.config.n_heads), keep);
         let (emb_drop, layer_drops, head_drop) = self.dropouts(mode);
-        let Activations { emb_sum, emb_mean, emb_rstd, hidden, layers, head, lora_x, probs_drop, .. } = acts;
+        let Activations { emb_sum, emb_mean, emb_rstd, hidden, layers, head, lora_x, probs_drop, cls_in, .. } = acts;
         self.embeddings.forward(&mut hidden[0], emb_sum, emb_mean, emb_rstd, &batch.ids, &batch.positions, &batch.type_ids, emb_drop);
+        let last = self.layers.len() - 1;
         for (l, layer) in self.layers.iter().enumerate() {
             let (src, dst, cache) = if keep { (l, l + 1, &mut layers[l]) } else { (l % 2, (l + 1) % 2, &mut layers[0]) };
             let (lo, hi) = hidden.split_at_mut(src.max(dst));
             let (x, out) = if src < dst { (&lo[src], &mut hi[0]) } else { (&hi[0], &mut lo[dst]) };
-            layer.forward(out, x, cache, &batch.seqs, n, &layer_drops[l], lora_x, probs_drop);
+            if l == last {
+                // Only the [CLS] rows go on: gather them as the last layer's queries.
+                for (i, s) in batch.seqs.iter().enumerate() {
+                    cls_in[i * c..(i + 1) * c].copy_from_slice(&x[s.start * c..(s.start + 1) * c]);
+                }
+                layer.forward(out, x, Some(cls_in), cache, &cls, n, b, &layer_drops[l], lora_x, probs_drop);
+            } else {
+                layer.forward(out, x, None, cache, &full, n, n, &layer_drops[l], lora_x, probs_drop);
+            }
         }
-        let last = if keep { self.layers.len() } else { self.layers.len() % 2 };
-        self.head.forward(head, &hidden[last][..n * c], &batch.seqs, &head_drop, lora_x);
+        let out = if keep { self.layers.len() } else { self.layers.len() % 2 };
+        let rows: Vec<usize> = (0..b).collect();
+        self.head.forward(head, &hidden[out][..b * c], &rows, &head_drop, lora_x);
         acts.logits(self.num_labels())
     }
 
-    /// The last hidden state [N, C] of the most recent forward pass.
-    pub fn last_hidden<'a>(&self, acts: &'a Activations, mode: Mode) -> &'a [f32] {
+    /// The final hidden state of each sequence's [CLS] row, [B, C], from the most recent forward pass.
+    pub fn cls_hidden<'a>(&self, acts: &'a Activations, mode: Mode) -> &'a [f32] {
         let last = if mode.keeps_caches() { self.layers.len() } else { self.layers.len() % 2 };
-        &acts.hidden[last][..acts.n * self.config.dim]
+        &acts.hidden[last][..acts.b * self.config.dim]
     }
 
     /// Backward pass from `acts.grad.dlogits` (set by the caller, e.g. by cross-entropy),
@@ -305,22 +322,26 @@ impl Model {
     /// forward pass ran with (it regenerates the same dropout masks).
     pub fn backward(&mut self, batch: &Batch, acts: &mut Activations, mode: Mode) {
         assert!(mode.keeps_caches(), "backward needs a forward pass in Eval or Train mode");
-        let (n, c) = (batch.n_tokens(), self.config.dim);
+        let (n, b, c) = (batch.n_tokens(), batch.len(), self.config.dim);
         let (emb_drop, layer_drops, head_drop) = self.dropouts(mode);
         let (floor, emb) = self.backward_floor();
-        let Activations { emb_sum, emb_mean, emb_rstd, hidden, layers, head, grad, .. } = acts;
+        let (full, cls) = Self::spans(batch);
+        let Activations { emb_sum, emb_mean, emb_rstd, hidden, layers, head, grad, cls_in, .. } = acts;
+        let rows: Vec<usize> = (0..b).collect();
         let mut d_out = floor.map(|_| std::mem::take(&mut grad.d_out));
-        if let Some(d) = d_out.as_mut() {
-            d[..n * c].fill(0.0);
-        }
-        self.head.backward(grad, head, &batch.seqs, &head_drop, d_out.as_deref_mut().map(|d| &mut d[..n * c]));
+        self.head.backward(grad, head, &rows, &head_drop, d_out.as_deref_mut().map(|d| &mut d[..b * c]));
         let Some(floor) = floor else {
             return;
         };
         grad.d_out = d_out.expect("floor implies d_out");
+        let last = self.layers.len() - 1;
         for l in (floor..self.layers.len()).rev() {
             let need_dx = l > floor || emb;
-            self.layers[l].backward(grad, &hidden[l], &layers[l], &batch.seqs, n, &layer_drops[l], need_dx);
+            if l == last {
+                self.layers[l].backward(grad, &hidden[l], Some(cls_in), &layers[l], &cls, n, b, &layer_drops[l], need_dx);
+            } else {
+                self.layers[l].backward(grad, &hidden[l], None, &layers[l], &full, n, n, &layer_drops[l], need_dx);
+            }
             std::mem::swap(&mut grad.d_out, &mut grad.d_b);
         }
         if emb {

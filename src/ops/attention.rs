@@ -1,10 +1,12 @@
-//! Multi-head self-attention core over packed variable-length sequences:
+//! Multi-head attention core over packed variable-length sequences:
 //! ctx = dropout(softmax(Q·Kᵀ/√D)) · V, per sequence and head.
 //!
-//! Dimensions: N packed rows (all sequences back to back), C = H·D features, H heads of width D.
-//! A sequence occupies rows `start..start+len`; only its first `valid` rows are keys (the rest are
-//! padding: they get no attention and no gradient). Probabilities are cached for backward in one
-//! buffer of Σ_b H·len_b·valid_b floats.
+//! Dimensions: N packed key rows (all sequences back to back), Nq query rows, C = H·D features,
+//! H heads of width D. An [`AttnSpan`] says where a sequence's queries and keys are: for self-
+//! attention both are the sequence's rows; for the last layer (where only [CLS] matters) a
+//! sequence has one query row. Only the first `k_valid` key rows are attended to (the rest are
+//! padding: no attention, no gradient). Probabilities are cached for backward in one buffer of
+//! Σ H·q_len·k_valid floats.
 
 use super::dropout::Dropout;
 use super::fastmath::exp;
@@ -23,9 +25,36 @@ pub struct SeqSpan {
     pub valid: usize,
 }
 
-/// Size of the probability cache for `seqs` with `heads` heads.
-pub fn probs_len(seqs: &[SeqSpan], heads: usize) -> usize {
-    seqs.iter().map(|s| heads * s.len * s.valid).sum()
+/// Where one sequence's queries and keys are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttnSpan {
+    /// First query row.
+    pub q_start: usize,
+    /// Query rows.
+    pub q_len: usize,
+    /// First key row.
+    pub k_start: usize,
+    /// Key rows that are real tokens.
+    pub k_valid: usize,
+    /// All key rows of the sequence (padding included): key gradients of padding rows are zeroed.
+    pub k_total: usize,
+}
+
+impl AttnSpan {
+    /// Self-attention over a sequence.
+    pub fn full(s: &SeqSpan) -> Self {
+        AttnSpan { q_start: s.start, q_len: s.len, k_start: s.start, k_valid: s.valid, k_total: s.len }
+    }
+
+    /// Only the sequence's first row ([CLS]) as query, stored at row `q_row` of the query matrix.
+    pub fn cls(s: &SeqSpan, q_row: usize) -> Self {
+        AttnSpan { q_start: q_row, q_len: 1, k_start: s.start, k_valid: s.valid, k_total: s.len }
+    }
+}
+
+/// Size of the probability cache for `spans` with `heads` heads.
+pub fn probs_len(spans: &[AttnSpan], heads: usize) -> usize {
+    spans.iter().map(|s| heads * s.q_len * s.k_valid).sum()
 }
 
 /// A raw pointer that may cross threads; each task writes a disjoint block through it.
@@ -74,19 +103,19 @@ fn softmax_backward_rows(g: &mut [f32], p: &[f32], cols: usize, scale: f32) {
 }
 
 /// The (sequence, head) tasks with the offset of each task's probability block.
-fn tasks(seqs: &[SeqSpan], heads: usize) -> Vec<(SeqSpan, usize, usize)> {
-    let mut out = Vec::with_capacity(seqs.len() * heads);
+fn tasks(spans: &[AttnSpan], heads: usize) -> Vec<(AttnSpan, usize, usize)> {
+    let mut out = Vec::with_capacity(spans.len() * heads);
     let mut off = 0;
-    for s in seqs {
+    for s in spans {
         for h in 0..heads {
             out.push((*s, h, off));
-            off += s.len * s.valid;
+            off += s.q_len * s.k_valid;
         }
     }
     out
 }
 
-/// Forward. Writes `ctx[N,C]` and `probs` (pre-dropout softmax); `scratch` (same size as
+/// Forward. Writes `ctx[Nq,C]` and `probs` (pre-dropout softmax); `scratch` (same size as
 /// `probs`) receives the dropped-out probabilities when `dropout` is active.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_forward(
@@ -96,7 +125,7 @@ pub fn attention_forward(
     q: &[f32],
     k: &[f32],
     v: &[f32],
-    seqs: &[SeqSpan],
+    spans: &[AttnSpan],
     heads: usize,
     c: usize,
     dropout: Dropout,
@@ -104,30 +133,30 @@ pub fn attention_forward(
     let d = c / heads;
     let scale = 1.0 / (d as f32).sqrt();
     let (ctx_p, probs_p, scratch_p) = (Shared::new(ctx), Shared::new(probs), Shared::new(scratch));
-    tasks(seqs, heads).into_par_iter().for_each(|(s, h, off)| {
-        // SAFETY: task (s, h) writes probs/scratch[off..off+len*valid] and ctx rows of s in
-        // columns of head h: disjoint from every other task.
+    tasks(spans, heads).into_par_iter().for_each(|(s, h, off)| {
+        // SAFETY: task (s, h) writes probs/scratch[off..off+q_len*k_valid] and the query rows of
+        // s in columns of head h: disjoint from every other task.
         let (ctx, probs, scratch) = unsafe { (ctx_p.slice(), probs_p.slice(), scratch_p.slice()) };
-        let base = s.start * c;
-        let p = &mut probs[off..off + s.len * s.valid];
-        let qh = MatRef::cols_of(&q[base..], s.len, c, h * d, d);
-        let kh = MatRef::cols_of(&k[base..], s.valid, c, h * d, d);
-        let vh = MatRef::cols_of(&v[base..], s.valid, c, h * d, d);
-        matmul(MatMut::new(p, s.len, s.valid), qh, kh.t(), scale, 0.0, Threads::One);
-        softmax_rows(p, s.valid);
+        let (qb, kb, n) = (s.q_start * c, s.k_start * c, s.q_len * s.k_valid);
+        let p = &mut probs[off..off + n];
+        let qh = MatRef::cols_of(&q[qb..], s.q_len, c, h * d, d);
+        let kh = MatRef::cols_of(&k[kb..], s.k_valid, c, h * d, d);
+        let vh = MatRef::cols_of(&v[kb..], s.k_valid, c, h * d, d);
+        matmul(MatMut::new(p, s.q_len, s.k_valid), qh, kh.t(), scale, 0.0, Threads::One);
+        softmax_rows(p, s.k_valid);
         let pd: &[f32] = if dropout.active() {
-            let sc = &mut scratch[off..off + s.len * s.valid];
+            let sc = &mut scratch[off..off + n];
             sc.copy_from_slice(p);
             dropout.apply(sc, off);
             sc
         } else {
             p
         };
-        matmul(MatMut::cols_of(&mut ctx[base..], s.len, c, h * d, d), MatRef::new(pd, s.len, s.valid), vh, 1.0, 0.0, Threads::One);
+        matmul(MatMut::cols_of(&mut ctx[qb..], s.q_len, c, h * d, d), MatRef::new(pd, s.q_len, s.k_valid), vh, 1.0, 0.0, Threads::One);
     });
 }
 
-/// Backward. Sets `dq`, `dk`, `dv` ([N,C]; padding rows of `dk`/`dv` become 0); `scratch` has the
+/// Backward. Sets `dq` ([Nq,C]), `dk`, `dv` ([N,C]; padding rows become 0); `scratch` has the
 /// size of `probs`.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
@@ -140,7 +169,7 @@ pub fn attention_backward(
     k: &[f32],
     v: &[f32],
     probs: &[f32],
-    seqs: &[SeqSpan],
+    spans: &[AttnSpan],
     heads: usize,
     c: usize,
     dropout: Dropout,
@@ -148,31 +177,37 @@ pub fn attention_backward(
     let d = c / heads;
     let scale = 1.0 / (d as f32).sqrt();
     let (dq_p, dk_p, dv_p, scratch_p) = (Shared::new(dq), Shared::new(dk), Shared::new(dv), Shared::new(scratch));
-    tasks(seqs, heads).into_par_iter().for_each(|(s, h, off)| {
+    tasks(spans, heads).into_par_iter().for_each(|(s, h, off)| {
         // SAFETY: as in the forward pass, each task owns its scratch block and its head's columns
         // of its sequence's rows.
         let (dq, dk, dv, scratch) = unsafe { (dq_p.slice(), dk_p.slice(), dv_p.slice(), scratch_p.slice()) };
-        let base = s.start * c;
-        let n = s.len * s.valid;
+        let (qb, kb, n) = (s.q_start * c, s.k_start * c, s.q_len * s.k_valid);
         let p = &probs[off..off + n];
         let g = &mut scratch[off..off + n];
-        let qh = MatRef::cols_of(&q[base..], s.len, c, h * d, d);
-        let kh = MatRef::cols_of(&k[base..], s.valid, c, h * d, d);
-        let vh = MatRef::cols_of(&v[base..], s.valid, c, h * d, d);
-        let dctx_h = MatRef::cols_of(&dctx[base..], s.len, c, h * d, d);
+        let qh = MatRef::cols_of(&q[qb..], s.q_len, c, h * d, d);
+        let kh = MatRef::cols_of(&k[kb..], s.k_valid, c, h * d, d);
+        let vh = MatRef::cols_of(&v[kb..], s.k_valid, c, h * d, d);
+        let dctx_h = MatRef::cols_of(&dctx[qb..], s.q_len, c, h * d, d);
         // dV = Pdᵀ · dctx
         g.copy_from_slice(p);
         dropout.apply(g, off);
-        matmul(MatMut::cols_of(&mut dv[base..], s.valid, c, h * d, d), MatRef::new(g, s.len, s.valid).t(), dctx_h, 1.0, 0.0, Threads::One);
+        matmul(
+            MatMut::cols_of(&mut dv[kb..], s.k_valid, c, h * d, d),
+            MatRef::new(g, s.q_len, s.k_valid).t(),
+            dctx_h,
+            1.0,
+            0.0,
+            Threads::One,
+        );
         // dP = (dctx · Vᵀ) ∘ mask;  dS = P ∘ (dP - rowsum(dP ∘ P)) · scale
-        matmul(MatMut::new(g, s.len, s.valid), dctx_h, vh.t(), 1.0, 0.0, Threads::One);
+        matmul(MatMut::new(g, s.q_len, s.k_valid), dctx_h, vh.t(), 1.0, 0.0, Threads::One);
         dropout.apply(g, off);
-        softmax_backward_rows(g, p, s.valid, scale);
-        let gs = MatRef::new(g, s.len, s.valid);
-        matmul(MatMut::cols_of(&mut dq[base..], s.len, c, h * d, d), gs, kh, 1.0, 0.0, Threads::One);
-        matmul(MatMut::cols_of(&mut dk[base..], s.valid, c, h * d, d), gs.t(), qh, 1.0, 0.0, Threads::One);
-        for row in s.valid..s.len {
-            let at = base + row * c + h * d;
+        softmax_backward_rows(g, p, s.k_valid, scale);
+        let gs = MatRef::new(g, s.q_len, s.k_valid);
+        matmul(MatMut::cols_of(&mut dq[qb..], s.q_len, c, h * d, d), gs, kh, 1.0, 0.0, Threads::One);
+        matmul(MatMut::cols_of(&mut dk[kb..], s.k_valid, c, h * d, d), gs.t(), qh, 1.0, 0.0, Threads::One);
+        for row in s.k_valid..s.k_total {
+            let at = kb + row * c + h * d;
             dk[at..at + d].fill(0.0);
             dv[at..at + d].fill(0.0);
         }
@@ -182,13 +217,16 @@ pub fn attention_backward(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::testing::{check_gradient, dot, random_vec};
+    use crate::ops::testing::{check_gradient, dot, max_abs_diff, random_vec};
 
     const H: usize = 2;
     const C: usize = 6;
 
-    fn seqs() -> Vec<SeqSpan> {
-        vec![SeqSpan { start: 0, len: 4, valid: 3 }, SeqSpan { start: 4, len: 2, valid: 2 }, SeqSpan { start: 6, len: 3, valid: 1 }]
+    fn seqs() -> Vec<AttnSpan> {
+        [SeqSpan { start: 0, len: 4, valid: 3 }, SeqSpan { start: 4, len: 2, valid: 2 }, SeqSpan { start: 6, len: 3, valid: 1 }]
+            .iter()
+            .map(AttnSpan::full)
+            .collect()
     }
 
     fn run(q: &[f32], k: &[f32], v: &[f32], drop: Dropout) -> (Vec<f32>, Vec<f32>) {
@@ -212,6 +250,23 @@ mod tests {
         }
         let (ctx2, _) = run(&q, &k, &v, Dropout::OFF);
         assert_eq!(ctx, ctx2);
+    }
+
+    #[test]
+    fn cls_queries_match_the_cls_rows_of_full_attention() {
+        let n = 9;
+        let (q, k, v) = (random_vec(n * C, 1), random_vec(n * C, 2), random_vec(n * C, 3));
+        let (full, _) = run(&q, &k, &v, Dropout::OFF);
+        let seq = [SeqSpan { start: 0, len: 4, valid: 3 }, SeqSpan { start: 4, len: 2, valid: 2 }, SeqSpan { start: 6, len: 3, valid: 1 }];
+        let spans: Vec<AttnSpan> = seq.iter().enumerate().map(|(i, s)| AttnSpan::cls(s, i)).collect();
+        let qc: Vec<f32> = seq.iter().flat_map(|s| q[s.start * C..(s.start + 1) * C].to_vec()).collect();
+        let mut ctx = vec![0.0; 3 * C];
+        let mut probs = vec![0.0; probs_len(&spans, H)];
+        let mut scratch = probs.clone();
+        attention_forward(&mut ctx, &mut probs, &mut scratch, &qc, &k, &v, &spans, H, C, Dropout::OFF);
+        for (i, s) in seq.iter().enumerate() {
+            assert!(max_abs_diff(&ctx[i * C..(i + 1) * C], &full[s.start * C..(s.start + 1) * C]) < 1e-6);
+        }
     }
 
     #[test]

@@ -240,13 +240,33 @@ pub fn pictures(rows: &[Row], seed: Option<&[Row]>, out: &Path) -> Result<Vec<Pa
         "validation accuracy (%)",
         &series,
     )?);
-    let flags = ["lora_key", "lora_projection", "lora_mlp", "lora_head"];
+    // Only flags that this sweep (or the seed's grid) varies have an effect to show.
+    let varies = |set: &[Row], f: &str| set.iter().any(|r| r.flag(f) == Some(true)) && set.iter().any(|r| r.flag(f) != Some(true));
+    let flags: Vec<&str> = ["lora_key", "lora_projection", "lora_mlp", "lora_head"]
+        .into_iter()
+        .filter(|f| varies(rows, f) || seed.is_some_and(|s| varies(s, f)))
+        .collect();
+    if flags.is_empty() {
+        return Ok(files);
+    }
     let mean = |rs: &[&Row]| if rs.is_empty() { 0.0 } else { 100.0 * rs.iter().map(|r| r.val_acc).sum::<f64>() / rs.len() as f64 };
     let cats: Vec<String> = flags.iter().map(|f| f.trim_start_matches("lora_").to_string()).collect();
     let mut bars = Vec::new();
     for (name, set) in std::iter::once(("this sweep", rows)).chain(seed.map(|s| ("seed's grid", s))) {
-        let on: Vec<f64> = flags.iter().map(|f| mean(&set.iter().filter(|r| r.flag(f) == Some(true)).collect::<Vec<_>>())).collect();
-        let off: Vec<f64> = flags.iter().map(|f| mean(&set.iter().filter(|r| r.flag(f) != Some(true)).collect::<Vec<_>>())).collect();
+        // A flag a set does not vary has no effect to show there (NaN: no bar).
+        let side = |on: bool| -> Vec<f64> {
+            flags
+                .iter()
+                .map(|f| {
+                    if varies(set, f) {
+                        mean(&set.iter().filter(|r| (r.flag(f) == Some(true)) == on).collect::<Vec<_>>())
+                    } else {
+                        f64::NAN
+                    }
+                })
+                .collect()
+        };
+        let (on, off) = (side(true), side(false));
         bars.push((format!("{name}: on"), on));
         bars.push((format!("{name}: off"), off));
     }

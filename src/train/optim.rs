@@ -82,7 +82,8 @@ impl Adam {
         Adam { config, ..Default::default() }
     }
 
-    /// One update of every trainable parameter in `params` with learning rate `lr`.
+    /// One update of every trainable parameter in `params` with learning rate `lr`; the
+    /// gradients are zeroed in the same pass, ready for the next backward.
     pub fn step(&mut self, params: &mut [&mut Param], lr: f32) {
         let c = self.config;
         let mut trainable: Vec<&mut Param> = params.iter_mut().filter(|p| p.trainable()).map(|p| &mut **p).collect();
@@ -97,24 +98,44 @@ impl Adam {
         let step_size = (lr as f64 / bc1) as f32;
         let bc2_sqrt = bc2.sqrt() as f32;
         use rayon::prelude::*;
+        let k = Kernel { kind: c.kind, lr, weight_decay: c.weight_decay, beta1: c.beta1, beta2: c.beta2, eps: c.eps, step_size, bc2_sqrt };
         for ((p, m), v) in trainable.iter_mut().zip(&mut self.m).zip(&mut self.v) {
-            let (data, grad) = p.data_and_grad().expect("trainable");
-            data.par_chunks_mut(4096).zip(grad.par_chunks(4096)).zip(m.par_chunks_mut(4096).zip(v.par_chunks_mut(4096))).for_each(
-                |((w, g), (m, v))| {
-                    for i in 0..w.len() {
-                        let mut gi = g[i];
-                        match c.kind {
-                            OptimizerKind::Adam => gi += c.weight_decay * w[i],
-                            OptimizerKind::AdamW => w[i] *= 1.0 - lr * c.weight_decay,
-                        }
-                        m[i] = c.beta1 * m[i] + (1.0 - c.beta1) * gi;
-                        v[i] = c.beta2 * v[i] + (1.0 - c.beta2) * gi * gi;
-                        let denom = v[i].sqrt() / bc2_sqrt + c.eps;
-                        w[i] -= step_size * m[i] / denom;
-                    }
-                },
-            );
+            let Param { data, grad, .. } = &mut **p;
+            let grad = grad.as_mut().expect("trainable");
+            data.par_chunks_mut(4096)
+                .zip(grad.par_chunks_mut(4096))
+                .zip(m.par_chunks_mut(4096).zip(v.par_chunks_mut(4096)))
+                .for_each(|((w, g), (m, v))| adam_chunk(&k, w, g, m, v));
         }
+    }
+}
+
+/// The constants of one Adam step.
+struct Kernel {
+    kind: OptimizerKind,
+    lr: f32,
+    weight_decay: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    step_size: f32,
+    bc2_sqrt: f32,
+}
+
+/// Updates one chunk of a parameter and zeroes its gradient (one pass over memory).
+#[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma"))]
+fn adam_chunk(k: &Kernel, w: &mut [f32], g: &mut [f32], m: &mut [f32], v: &mut [f32]) {
+    for i in 0..w.len() {
+        let mut gi = g[i];
+        match k.kind {
+            OptimizerKind::Adam => gi += k.weight_decay * w[i],
+            OptimizerKind::AdamW => w[i] *= 1.0 - k.lr * k.weight_decay,
+        }
+        m[i] = k.beta1 * m[i] + (1.0 - k.beta1) * gi;
+        v[i] = k.beta2 * v[i] + (1.0 - k.beta2) * gi * gi;
+        let denom = v[i].sqrt() / k.bc2_sqrt + k.eps;
+        w[i] -= k.step_size * m[i] / denom;
+        g[i] = 0.0;
     }
 }
 
@@ -153,6 +174,7 @@ mod tests {
         let mut p = param(&[1.0, -2.0, 3.0], &[0.5, -1.0, 2.0]);
         let mut opt = Adam::new(OptimizerConfig { lr: 0.1, ..Default::default() });
         opt.step(&mut [&mut p], 0.1);
+        assert_eq!(p.grad.as_deref(), Some(&[0.0, 0.0, 0.0][..]), "the step zeroes the gradient");
         p.grad = Some(vec![0.1, 0.2, -0.3]);
         opt.step(&mut [&mut p], 0.1);
         let want = [0.819_696, -1.848_897_3, 2.844_780_2];

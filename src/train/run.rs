@@ -211,7 +211,7 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, resume: bool, stop: &AtomicBool,
                 return Err(Error::NonFiniteLoss { loss, step: progress.step + 1 });
             }
             acts.grad.dlogits[..dlogits.len()].copy_from_slice(&dlogits);
-            model.zero_grad();
+            // Gradients are zero here: fresh, or zeroed by the previous optimizer step.
             model.backward(&batch, &mut acts, mode);
             let mut params = model.params_mut();
             if let Some(max) = cfg.clip_grad_norm {
