@@ -1,6 +1,9 @@
 //! Benchmarks: a training step (or an inference batch) on a randomly initialised model built
 //! from a config, timed forward / backward / optimizer, with the analytic FLOP count, and the
-//! GEMM ceiling of the same machine, so the gap to the physical limit is a number.
+//! GEMM ceiling of the same machine and its fp32 arithmetic peak (`peak`), so the gap to the
+//! physical limit is a number.
+
+pub mod peak;
 
 use crate::batch::Batch;
 use crate::config::ModelConfig;

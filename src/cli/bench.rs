@@ -1,5 +1,6 @@
 //! `lowrank bench`: time a training step or inference batch on a random model; JSON on stdout.
 
+use crate::bench::peak::fma_peak;
 use crate::bench::{gemm_ceiling, run as run_bench, Workload};
 use crate::plan::TrainMode;
 use clap::Args;
@@ -44,7 +45,7 @@ pub struct BenchArgs {
     /// Time inference (merged weights) instead of training.
     #[arg(long)]
     pub infer: bool,
-    /// Measure the GEMM ceiling for this workload's shapes instead.
+    /// Measure the GEMM ceiling for this workload's shapes, and the fp32 FMA peak, instead.
     #[arg(long)]
     pub gemm: bool,
 }
@@ -53,11 +54,16 @@ pub struct BenchArgs {
 pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     if a.gemm {
         let points = gemm_ceiling(a.batch * a.seq, a.steps.max(3));
+        let peak = fma_peak(a.steps.max(3));
         println!(
             "{}",
-            serde_json::to_string(
-                &serde_json::json!({"impl": "lowrank", "threads": rayon::current_num_threads(), "rows": a.batch * a.seq, "gemm": points})
-            )?
+            serde_json::to_string(&serde_json::json!({
+                "impl": "lowrank",
+                "threads": rayon::current_num_threads(),
+                "rows": a.batch * a.seq,
+                "gemm": points,
+                "fma_peak": peak,
+            }))?
         );
         return Ok(ExitCode::SUCCESS);
     }
