@@ -6,12 +6,34 @@ mod common;
 use common::*;
 use std::path::Path;
 
-fn slice(dir: &Path, train: usize, eval: usize) -> (String, String, String) {
-    let (t, v, te) = (dir.join("train.csv"), dir.join("val.csv"), dir.join("test.csv"));
-    head_csv(&rt("train"), &t, train);
-    head_csv(&rt("val"), &v, eval);
-    head_csv(&rt("test"), &te, eval);
-    (s(&t).to_string(), s(&v).to_string(), s(&te).to_string())
+/// The first rows of the reference split's three files, written into a test folder.
+struct Slice {
+    train: String,
+    val: String,
+    test: String,
+}
+
+impl Slice {
+    fn new(dir: &Path, train: usize, eval: usize) -> Slice {
+        let (t, v, te) = (dir.join("train.csv"), dir.join("val.csv"), dir.join("test.csv"));
+        head_csv(&rt("train"), &t, train);
+        head_csv(&rt("val"), &v, eval);
+        head_csv(&rt("test"), &te, eval);
+        Slice { train: s(&t).to_string(), val: s(&v).to_string(), test: s(&te).to_string() }
+    }
+
+    /// `lowrank train` on the MiniLM with the seed's head, max length 64, on these files, then `extra`.
+    fn train_args(&self, extra: &[&str]) -> Vec<String> {
+        let model = minilm();
+        let common = ["train", "--model", s(&model), "--head", "distilbert", "--max-length", "64"];
+        let files = ["--train", &self.train, "--val", &self.val, "--test", &self.test];
+        common.iter().chain(&files).chain(extra).map(|a| a.to_string()).collect()
+    }
+}
+
+/// Runs the binary with owned arguments, expecting success; returns stdout.
+fn run_ok(args: &[String]) -> String {
+    lowrank_ok(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 fn step_losses(run: &Path) -> Vec<f64> {
@@ -27,24 +49,12 @@ fn step_losses(run: &Path) -> Vec<f64> {
 #[test]
 fn tiny_run_learns_and_writes_every_file() {
     let d = tempfile::tempdir().unwrap();
-    let (t, v, te) = slice(d.path(), 240, 60);
+    let data = Slice::new(d.path(), 240, 60);
+    let te = &data.test;
     let run = d.path().join("run");
-    let out = lowrank_ok(&[
-        "train",
-        "--model",
-        s(&minilm()),
-        "--head",
-        "distilbert",
-        "--train",
-        &t,
-        "--val",
-        &v,
-        "--test",
-        &te,
+    let out = run_ok(&data.train_args(&[
         "--epochs",
         "2",
-        "--max-length",
-        "64",
         "--scaling",
         "peft",
         "--lr",
@@ -55,7 +65,7 @@ fn tiny_run_learns_and_writes_every_file() {
         "--lora-head",
         "--out",
         s(&run),
-    ]);
+    ]));
     let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
     // q+v+mlp (258,048) + the two head linears (6,144 + 3,088).
     assert_eq!(summary["trainable_params"], 267_280);
@@ -84,7 +94,7 @@ fn tiny_run_learns_and_writes_every_file() {
     let evals = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().filter(|l| l.contains("\"eval\"")).count();
     assert_eq!(evals, 2, "one validation per epoch");
     // The trained run evaluates on another file with per-class metrics.
-    let eval = lowrank_ok(&["eval", "--run", s(&run), "--data", &te, "--json"]);
+    let eval = lowrank_ok(&["eval", "--run", s(&run), "--data", te, "--json"]);
     let m: serde_json::Value = serde_json::from_str(&eval).unwrap();
     assert_eq!(m["n"], 60);
     assert!((m["accuracy"].as_f64().unwrap() - summary["test_acc"].as_f64().unwrap()).abs() < 1e-9);
@@ -121,29 +131,7 @@ fn tiny_run_learns_and_writes_every_file() {
 
     // Training continues from the adapter: it starts where the first run ended.
     let more = d.path().join("more");
-    lowrank_ok(&[
-        "train",
-        "--model",
-        s(&minilm()),
-        "--head",
-        "distilbert",
-        "--train",
-        &t,
-        "--val",
-        &v,
-        "--test",
-        &te,
-        "--epochs",
-        "1",
-        "--max-length",
-        "64",
-        "--lr",
-        "1e-3",
-        "--adapter",
-        s(&adapter),
-        "--out",
-        s(&more),
-    ]);
+    run_ok(&data.train_args(&["--epochs", "1", "--lr", "1e-3", "--adapter", s(&adapter), "--out", s(&more)]));
     let cont: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(more.join("summary.json")).unwrap()).unwrap();
     assert_eq!(cont["trainable_params"], 258_048, "the adapter's LoRA layers train (its head is loaded, frozen)");
     let start: f64 = step_losses(&more)[..5].iter().sum::<f64>() / 5.0;
@@ -153,38 +141,12 @@ fn tiny_run_learns_and_writes_every_file() {
 #[test]
 fn killed_run_resumes_to_the_same_final_metrics() {
     let d = tempfile::tempdir().unwrap();
-    let (t, v, te) = slice(d.path(), 96, 40);
+    let data = Slice::new(d.path(), 96, 40);
     let args = |out: &Path| -> Vec<String> {
-        [
-            "train",
-            "--model",
-            s(&minilm()),
-            "--head",
-            "distilbert",
-            "--train",
-            &t,
-            "--val",
-            &v,
-            "--test",
-            &te,
-            "--epochs",
-            "2",
-            "--max-length",
-            "64",
-            "--batch-size",
-            "6",
-            "--checkpoint-every",
-            "3",
-            "--out",
-            s(out),
-        ]
-        .iter()
-        .map(|x| x.to_string())
-        .collect()
+        data.train_args(&["--epochs", "2", "--batch-size", "6", "--checkpoint-every", "3", "--out", s(out)])
     };
     let whole = d.path().join("whole");
-    let a: Vec<String> = args(&whole);
-    lowrank_ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    run_ok(&args(&whole));
 
     let cut = d.path().join("cut");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lowrank"))

@@ -99,8 +99,6 @@ pub struct GradScratch {
     pub lora: LoraScratch,
     /// Head gradients [B, C].
     pub d_head_a: Vec<f32>,
-    /// Head gradients [B, C].
-    pub d_head_b: Vec<f32>,
     /// Logit gradients [B, K].
     pub dlogits: Vec<f32>,
 }
@@ -182,7 +180,6 @@ impl Activations {
             grow(&mut g.d_ffn, n * f);
             grow(&mut g.probs, probs);
             grow(&mut g.d_head_a, b * c);
-            grow(&mut g.d_head_b, b * c);
             grow(&mut g.dlogits, b * num_labels);
         }
     }

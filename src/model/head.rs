@@ -65,13 +65,11 @@ impl Head {
         [&self.hidden, &self.classifier].iter().any(|l| l.weight.trainable() || l.bias.trainable() || l.lora.is_some())
     }
 
-    /// Forward from the [CLS] rows `cls_rows` of the last hidden state `hidden` to `cache.logits[B,K]`.
-    pub fn forward(&self, cache: &mut HeadCache, hidden: &[f32], cls_rows: &[usize], drop: &HeadDropout, lora_x: &mut Vec<f32>) {
+    /// Forward from the final [CLS] states `cls_hidden[B,C]` to `cache.logits[B,K]`.
+    pub fn forward(&self, cache: &mut HeadCache, cls_hidden: &[f32], drop: &HeadDropout, lora_x: &mut Vec<f32>) {
         let c = self.hidden.in_dim();
-        let b = cls_rows.len();
-        for (i, &r) in cls_rows.iter().enumerate() {
-            cache.cls[i * c..(i + 1) * c].copy_from_slice(&hidden[r * c..(r + 1) * c]);
-        }
+        let b = cls_hidden.len() / c;
+        cache.cls[..b * c].copy_from_slice(cls_hidden);
         let HeadCache { cls, pre, act, dropped, logits, lora_h } = cache;
         let [h0, h1] = lora_h;
         self.hidden.forward(pre, h0, &cls[..b * c], lora_x, b, drop.lora[0]);
@@ -81,20 +79,12 @@ impl Head {
         self.classifier.forward(logits, h1, &dropped[..b * c], lora_x, b, drop.lora[1]);
     }
 
-    /// Backward from `g.dlogits`; writes the gradient of the [CLS] rows `cls_rows` into
-    /// `d_hidden` (other rows untouched) when `d_hidden` is given.
-    pub fn backward(
-        &mut self,
-        g: &mut GradScratch,
-        cache: &HeadCache,
-        cls_rows: &[usize],
-        drop: &HeadDropout,
-        d_hidden: Option<&mut [f32]>,
-    ) {
+    /// Backward from `g.dlogits` for a batch of `b`; writes the gradient of the [CLS] states into
+    /// `d_hidden[B,C]` when it is given.
+    pub fn backward(&mut self, g: &mut GradScratch, cache: &HeadCache, b: usize, drop: &HeadDropout, d_hidden: Option<&mut [f32]>) {
         let c = self.hidden.in_dim();
-        let b = cls_rows.len();
         let act = self.activation();
-        let GradScratch { d_head_a, d_head_b, dlogits, lora, .. } = g;
+        let GradScratch { d_head_a, dlogits, lora, .. } = g;
         let need_below = d_hidden.is_some() || self.hidden.weight.trainable() || self.hidden.bias.trainable() || self.hidden.lora.is_some();
         let lora: &mut LoraScratch = lora;
         self.classifier.backward(
@@ -112,21 +102,6 @@ impl Head {
         }
         drop.classifier.apply(&mut d_head_a[..b * c], 0);
         act.backward_inplace(&mut d_head_a[..b * c], &cache.pre[..b * c], &cache.act[..b * c]);
-        let want_dx = d_hidden.is_some();
-        self.hidden.backward(
-            want_dx.then_some(&mut d_head_b[..b * c]),
-            false,
-            d_head_a,
-            &cache.cls,
-            &cache.lora_h[0],
-            lora,
-            b,
-            drop.lora[0],
-        );
-        if let Some(dh) = d_hidden {
-            for (i, &r) in cls_rows.iter().enumerate() {
-                dh[r * c..(r + 1) * c].copy_from_slice(&d_head_b[i * c..(i + 1) * c]);
-            }
-        }
+        self.hidden.backward(d_hidden.map(|d| &mut d[..b * c]), false, d_head_a, &cache.cls, &cache.lora_h[0], lora, b, drop.lora[0]);
     }
 }

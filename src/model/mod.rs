@@ -306,8 +306,7 @@ impl Model {
             }
         }
         let out = if keep { self.layers.len() } else { self.layers.len() % 2 };
-        let rows: Vec<usize> = (0..b).collect();
-        self.head.forward(head, &hidden[out][..b * c], &rows, &head_drop, lora_x);
+        self.head.forward(head, &hidden[out][..b * c], &head_drop, lora_x);
         acts.logits(self.num_labels())
     }
 
@@ -327,9 +326,8 @@ impl Model {
         let (floor, emb) = self.backward_floor();
         let (full, cls) = Self::spans(batch);
         let Activations { emb_sum, emb_mean, emb_rstd, hidden, layers, head, grad, cls_in, .. } = acts;
-        let rows: Vec<usize> = (0..b).collect();
         let mut d_out = floor.map(|_| std::mem::take(&mut grad.d_out));
-        self.head.backward(grad, head, &rows, &head_drop, d_out.as_deref_mut().map(|d| &mut d[..b * c]));
+        self.head.backward(grad, head, b, &head_drop, d_out.as_deref_mut().map(|d| &mut d[..b * c]));
         let Some(floor) = floor else {
             return;
         };

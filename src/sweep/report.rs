@@ -190,35 +190,22 @@ pub fn rank_alpha_grid(rows: &[Row]) -> (Vec<String>, Vec<String>, Vec<Vec<Optio
 /// Draws the report's pictures into `out`; returns the files written.
 pub fn pictures(rows: &[Row], seed: Option<&[Row]>, out: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
+    let rank_alpha_heatmap = |rows: &[Row], file: &str, title: &str| -> Result<Vec<PathBuf>> {
+        let (cols, ranks, values) = rank_alpha_grid(rows);
+        if cols.is_empty() {
+            return Ok(Vec::new());
+        }
+        heatmap(&out.join(file), title, "alpha", "rank r", &cols, &ranks, &values)
+    };
     let mut scalings: Vec<String> = rows.iter().map(Row::scaling).collect();
     scalings.sort();
     scalings.dedup();
     for s in &scalings {
         let sub: Vec<Row> = rows.iter().filter(|r| &r.scaling() == s).cloned().collect();
-        let (cols, ranks, values) = rank_alpha_grid(&sub);
-        if !cols.is_empty() {
-            files.extend(heatmap(
-                &out.join(format!("heatmap-{s}")),
-                &format!("Best validation accuracy (%), {s} scaling"),
-                "alpha",
-                "rank r",
-                &cols,
-                &ranks,
-                &values,
-            )?);
-        }
+        files.extend(rank_alpha_heatmap(&sub, &format!("heatmap-{s}"), &format!("Best validation accuracy (%), {s} scaling"))?);
     }
     if let Some(seed) = seed {
-        let (cols, ranks, values) = rank_alpha_grid(seed);
-        files.extend(heatmap(
-            &out.join("heatmap-seed-grid"),
-            "Seed's grid (DistilBERT, IMDb): best validation accuracy (%)",
-            "alpha",
-            "rank r",
-            &cols,
-            &ranks,
-            &values,
-        )?);
+        files.extend(rank_alpha_heatmap(seed, "heatmap-seed-grid", "Seed's grid (DistilBERT, IMDb): best validation accuracy (%)")?);
     }
     let mut series: Vec<Series> = scalings
         .iter()
