@@ -70,14 +70,17 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.lora import LoraLayer
 from peft.utils import get_peft_model_state_dict
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import make_golden  # noqa: E402  (the golden fixtures' batch)
+
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path("tests/fixtures/golden")  # relative: it ends up in base_model_name_or_path
 OUT = Path("tests/fixtures/peft")
 REPORT = OUT / "interop-report.json"
 MINILM = Path("assets/all-MiniLM-L6-v2")
 
-BATCH, SEQ = 4, 12
-LENGTHS = [9, 5, 12, 3]
+BATCH, SEQ = make_golden.BATCH, make_golden.SEQ
+LENGTHS = make_golden.LENGTHS
 TOL = 1e-4
 MIN_ADAPTER_EFFECT = 0.1
 
@@ -109,15 +112,9 @@ CASES = {
 
 
 def make_inputs() -> dict[str, torch.Tensor]:
-    """The golden fixtures' batch (make_golden.py's recipe, without token types)."""
-    g = torch.Generator().manual_seed(1234)
-    input_ids = torch.zeros(BATCH, SEQ, dtype=torch.int64)
-    attention_mask = torch.zeros(BATCH, SEQ, dtype=torch.int64)
-    for i, n in enumerate(LENGTHS):
-        input_ids[i, 0] = 2
-        input_ids[i, 1:n] = torch.randint(5, 100, (n - 1,), generator=g, dtype=torch.int64)
-        attention_mask[i, :n] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
+    """The golden fixtures' batch (make_golden.make_inputs), without token types."""
+    inputs = make_golden.make_inputs()
+    return {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
 
 
 def load_tiny(name: str) -> nn.Module:
