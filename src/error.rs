@@ -148,9 +148,69 @@ pub enum Error {
         message: String,
     },
 
-    /// A sweep's space or trial storage failed (see [`crate::sweep::SweepError`]).
-    #[error(transparent)]
-    Sweep(#[from] crate::sweep::SweepError),
+    /// Merging a LoRA update would put non-finite values into a weight.
+    #[error("merging the LoRA update of {module} gives {count} non-finite weights; the adapter is corrupt or diverged (retrain with a lower --lr or --clip-grad-norm), so nothing was merged")]
+    NonFiniteMerge {
+        /// The linear module.
+        module: String,
+        /// How many weights would be non-finite.
+        count: usize,
+    },
+
+    /// A config.json's text is not valid (the loader adds the file's path: [`Error::Malformed`]).
+    #[error("invalid config.json: {0}")]
+    BadConfig(String),
+
+    /// A tensor looked up by name is not in a file.
+    #[error("tensor {name} is missing from {}", file.display())]
+    TensorNotFound {
+        /// The tensor's name.
+        name: String,
+        /// The file.
+        file: PathBuf,
+    },
+
+    /// A file of texts to classify cannot be read.
+    #[error("{}{}: {message}", path.display(), line.map(|l| format!(" line {l}")).unwrap_or_default())]
+    TextFile {
+        /// The file.
+        path: PathBuf,
+        /// The 1-based line, when known.
+        line: Option<usize>,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+
+    /// A model cannot be written as a PEFT adapter.
+    #[error("cannot save an adapter: {0}")]
+    CannotSaveAdapter(String),
+
+    /// A checkpoint's tensors do not fit the model.
+    #[error("checkpoint {} does not fit this model: {message}; was the run folder's config.json edited, or the base model replaced?", path.display())]
+    CheckpointMismatch {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// Which tensor does not fit.
+        message: String,
+    },
+
+    /// A chart could not be drawn.
+    #[error("cannot draw {}: {message}", path.display())]
+    Plot {
+        /// The chart file.
+        path: PathBuf,
+        /// The drawing library's message.
+        message: String,
+    },
+
+    /// A value could not be serialised for writing.
+    #[error("cannot serialise {}: {message}", path.display())]
+    Serialize {
+        /// The file being written.
+        path: PathBuf,
+        /// The serialiser's message.
+        message: String,
+    },
 
     /// Any other error, with context.
     #[error("{0}")]

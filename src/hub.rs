@@ -111,12 +111,12 @@ mod tests {
     fn downloads_a_model_folder_through_hf_hub() {
         let cfg = br#"{"model_type": "bert", "vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 16}"#.to_vec();
         let model = crate::model::Model::new(
-            &crate::config::ModelConfig::from_json_str(std::str::from_utf8(&cfg).unwrap()).unwrap(),
+            &crate::model::ModelConfig::from_json_str(std::str::from_utf8(&cfg).unwrap()).unwrap(),
             crate::model::HeadKind::Bert,
             2,
         );
         let d = tempfile::tempdir().unwrap();
-        crate::adapter::write_model_folder(&model, &d.path().join("m"), &["a".into(), "b".into()], d.path()).unwrap();
+        crate::model::save::write_model_folder(&model, &d.path().join("m"), &["a".into(), "b".into()], d.path()).unwrap();
         let weights = std::fs::read(d.path().join("m/model.safetensors")).unwrap();
         let endpoint = serve(vec![("config.json", cfg), ("model.safetensors", weights.clone())]);
         let cache = d.path().join("cache");
@@ -124,7 +124,7 @@ mod tests {
         assert!(dir.starts_with(&cache), "{}", dir.display());
         assert_eq!(std::fs::read(dir.join("model.safetensors")).unwrap(), weights);
         let (loaded, _) = crate::model::Model::from_pretrained(&dir, &Default::default()).unwrap();
-        assert_eq!(loaded.config.dim, 8);
+        assert_eq!(loaded.config().dim, 8);
     }
 
     #[test]

@@ -74,7 +74,7 @@ impl TrainPlan {
         match self.mode {
             TrainMode::Full => model.base_params_mut().into_iter().for_each(|p| p.set_trainable(true)),
             TrainMode::LastLayers => {
-                for lin in [&mut model.head.hidden, &mut model.head.classifier] {
+                for lin in model.head_linears_mut() {
                     lin.weight.set_trainable(true);
                     lin.bias.set_trainable(true);
                 }
@@ -112,8 +112,8 @@ impl TrainPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ModelConfig;
     use crate::model::HeadKind;
+    use crate::model::ModelConfig;
     use std::path::Path;
 
     fn distilbert_base() -> Model {

@@ -42,37 +42,27 @@ macro_rules! render {
         let stem: &Path = $stem;
         let png = stem.with_extension("png");
         let svg = stem.with_extension("svg");
-        let (tpng, tsvg) = (temp_of(&png), temp_of(&svg));
+        let (fpng, fsvg) = (crate::fsutil::AtomicFile::new(&png)?, crate::fsutil::AtomicFile::new(&svg)?);
         {
-            let $area = BitMapBackend::new(&tpng, $size).into_drawing_area();
+            let $area = BitMapBackend::new(fpng.tmp(), $size).into_drawing_area();
             $area.fill(&WHITE).map_err(|e| fail(&png, e.to_string()))?;
             $draw.map_err(|e| fail(&png, e))?;
             $area.present().map_err(|e| fail(&png, e.to_string()))?;
         }
         {
-            let $area = SVGBackend::new(&tsvg, $size).into_drawing_area();
+            let $area = SVGBackend::new(fsvg.tmp(), $size).into_drawing_area();
             $area.fill(&WHITE).map_err(|e| fail(&svg, e.to_string()))?;
             $draw.map_err(|e| fail(&svg, e))?;
             $area.present().map_err(|e| fail(&svg, e.to_string()))?;
         }
-        std::fs::rename(&tpng, &png).map_err(|e| Error::io("write", &png, e))?;
-        std::fs::rename(&tsvg, &svg).map_err(|e| Error::io("write", &svg, e))?;
+        fpng.commit()?;
+        fsvg.commit()?;
         Ok(vec![png, svg])
     }};
 }
 
-/// A temporary sibling that keeps the extension (the PNG encoder picks the format from it).
-fn temp_of(p: &Path) -> PathBuf {
-    let ext = p.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
-    p.with_file_name(format!(
-        ".{}.tmp-{}.{ext}",
-        p.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-        std::process::id()
-    ))
-}
-
 fn fail(p: &Path, e: String) -> Error {
-    Error::Other(format!("cannot draw {}: {e}", p.display()))
+    Error::Plot { path: p.to_path_buf(), message: e }
 }
 
 /// Viridis-like colour for t in [0, 1] (linear interpolation between a few anchors).

@@ -1,6 +1,6 @@
 //! Text → token ids with the `tokenizers` crate: a model folder's tokenizer.json, or a BERT
 //! WordPiece tokenizer built from its vocab.txt; [CLS]/[SEP] added, truncated, never padded
-//! (batches are packed, see [`crate::batch`]).
+//! (batches are packed, see [`crate::data::batch`]).
 
 use crate::error::{Error, Result};
 use serde_json::Value;

@@ -2,13 +2,13 @@
 //! last-layers and full fine-tuning; logits, loss and every trainable gradient must match the
 //! values transformers + PEFT computed (tests/fixtures/golden, made by scripts/golden/make_golden.py).
 
-use lowrank::batch::Batch;
-use lowrank::checkpoint::TensorFile;
+use lowrank::data::batch::Batch;
 use lowrank::lora::{LoraConfig, Scaling, TargetModules};
-use lowrank::model::load::LoadOptions;
-use lowrank::model::{Activations, HeadKind, Mode, Model};
+use lowrank::model::LoadOptions;
+use lowrank::model::{Activations, HeadKind, Model, Pass};
 use lowrank::ops::loss::cross_entropy;
 use lowrank::plan::{TrainMode, TrainPlan};
+use lowrank::tensorfile::TensorFile;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -77,18 +77,18 @@ fn run_case(case: &str) {
     let labels: Vec<usize> = file.tensors["labels"].i64.iter().map(|v| *v as usize).collect();
     let refs: Vec<&[u32]> = rows.iter().map(|r| r.as_slice()).collect();
     let type_refs: Option<Vec<&[u32]>> = types.as_ref().map(|t| t.iter().map(|r| r.as_slice()).collect());
-    let batch = Batch::pack(&refs, type_refs.as_deref(), &labels, None, 0);
+    let batch = Batch::pack_with_types(&refs, type_refs.as_deref(), &labels, None, 0);
 
     let mut acts = Activations::default();
-    let logits = model.forward(&batch, &mut acts, Mode::Eval).to_vec();
+    let logits = model.forward(&batch, &mut acts, Pass::Eval).to_vec();
     let k = model.num_labels();
     assert_close(&format!("{case}: logits"), &logits, &file.tensors["logits"].f32, 0.0, 1e-5);
     let mut dlogits = vec![0.0; b * k];
     let loss = cross_entropy(&mut dlogits, &logits, &labels, k);
     assert!((loss - file.tensors["loss"].f32[0]).abs() < 1e-5, "{case}: loss {loss} vs {}", file.tensors["loss"].f32[0]);
-    acts.grad.dlogits[..b * k].copy_from_slice(&dlogits);
+    model.dlogits_mut(&mut acts).copy_from_slice(&dlogits);
     model.zero_grad();
-    model.backward(&batch, &mut acts, Mode::Eval);
+    model.backward(&batch, &mut acts, Pass::Eval);
 
     let mut checked = BTreeSet::new();
     for lin in model.linears() {

@@ -2,10 +2,10 @@
 //! state for three sentences must equal transformers' (tests/fixtures/minilm, made by
 //! scripts/golden/make_minilm.py).
 
-use lowrank::batch::Batch;
-use lowrank::checkpoint::TensorFile;
-use lowrank::model::load::LoadOptions;
-use lowrank::model::{Activations, Mode, Model};
+use lowrank::data::batch::Batch;
+use lowrank::model::LoadOptions;
+use lowrank::model::{Activations, Model, Pass};
+use lowrank::tensorfile::TensorFile;
 use lowrank::tokenize::Tokenizer;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -44,10 +44,10 @@ fn cls_hidden_state_equals_transformers() {
     let (model, report) = Model::from_pretrained(&model_dir(), &LoadOptions::default()).unwrap();
     assert!(report.ignored.iter().any(|n| n.ends_with("position_ids")));
     let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
-    let batch = Batch::pack(&refs, None, &[], None, 0);
+    let batch = Batch::pack(&refs, &[], None, 0);
     let mut acts = Activations::default();
-    model.forward(&batch, &mut acts, Mode::Infer);
-    let hidden = model.cls_hidden(&acts, Mode::Infer);
+    model.forward(&batch, &mut acts, Pass::Infer);
+    let hidden = model.pooled_hidden(&acts, Pass::Infer);
     let want = &file.tensors["cls"];
     let c = want.shape[1];
     for i in 0..batch.len() {

@@ -83,7 +83,7 @@ fn tiny_run_learns_and_writes_every_file() {
         assert!(csv::Reader::from_path(run.join(f)).unwrap().records().all(|r| r.is_ok()), "{f}");
     }
     for f in ["best.safetensors", "checkpoint.safetensors", "adapter/adapter_model.safetensors"] {
-        lowrank::checkpoint::TensorFile::read(&run.join(f)).unwrap();
+        lowrank::tensorfile::TensorFile::read(&run.join(f)).unwrap();
     }
     for f in ["loss.png", "accuracy.png"] {
         assert_eq!(&std::fs::read(run.join(f)).unwrap()[1..4], b"PNG", "{f}");

@@ -3,11 +3,11 @@
 
 use super::config::PeftConfig;
 use super::save::transpose;
-use crate::checkpoint::TensorFile;
 use crate::data::LabelMap;
 use crate::error::{Error, Result};
 use crate::lora::{LoraConfig, LoraLayer, Scaling};
 use crate::model::{HeadKind, Model};
+use crate::tensorfile::{Tensor, TensorFile};
 use rand::SeedableRng;
 use std::path::Path;
 
@@ -68,7 +68,7 @@ pub fn load_into(dir: &Path, model: &mut Model) -> Result<()> {
         model.linears().iter().take(3).map(|l| l.path.clone()).chain(std::iter::once("classifier".into())).collect();
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     // LoRA tensors first: a wrong base model shows as a missing module rather than a head shape.
-    let mut keys: Vec<(&String, &crate::checkpoint::Tensor)> = file.tensors.iter().collect();
+    let mut keys: Vec<(&String, &Tensor)> = file.tensors.iter().collect();
     keys.sort_by_key(|(k, _)| !k.contains(".lora_"));
     for (key, t) in keys {
         let name = key
@@ -106,7 +106,7 @@ pub fn load_into(dir: &Path, model: &mut Model) -> Result<()> {
                 return Err(Error::ShapeMismatch { name: key.clone(), expected: p.shape.clone(), got: t.shape.clone() });
             }
             p.data.copy_from_slice(&t.f32);
-            model.initialised.retain(|n| *n != name);
+            model.initialised_mut().retain(|n| *n != name);
         }
     }
     // Every LoRA layer present must have received both of its tensors.

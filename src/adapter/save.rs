@@ -4,12 +4,12 @@
 //! on them merged in, since PEFT never adds LoRA to a saved module), an adapter_config.json PEFT
 //! computes the same scale from, lowrank.json (head, scaling), the tokenizer files and labels.json.
 
-use super::{copy_tokenizer_files, write_folder};
-use crate::checkpoint::{self, OutTensor};
 use crate::data::LabelMap;
 use crate::error::{Error, Result};
+use crate::fsutil::{copy_tokenizer_files, write_folder};
 use crate::lora::LoraConfig;
 use crate::model::Model;
+use crate::tensorfile::{self, OutTensor};
 use serde_json::json;
 use std::path::Path;
 
@@ -43,11 +43,14 @@ pub fn save_adapter(model: &Model, dir: &Path, info: &AdapterInfo<'_>) -> Result
     let mut to_save = Vec::new();
     let mut rank = None;
     for lin in model.linears() {
-        let fresh = model.initialised.contains(&lin.weight.name);
+        let fresh = model.initialised().contains(&lin.weight.name);
         let saved_whole = lin.weight.trainable() || lin.bias.trainable() || fresh;
         match &lin.lora {
             Some(l) if l.merged => {
-                return Err(Error::Other(format!("{} has its LoRA merged into the weight; unmerge before saving an adapter", lin.path)));
+                return Err(Error::CannotSaveAdapter(format!(
+                    "{} has its LoRA merged into the weight; unmerge before saving an adapter",
+                    lin.path
+                )));
             }
             // PEFT never applies LoRA to a module it saves whole (modules_to_save), so a fresh
             // head that also carries LoRA is saved with the update merged into its weight.
@@ -61,7 +64,7 @@ pub fn save_adapter(model: &Model, dir: &Path, info: &AdapterInfo<'_>) -> Result
             Some(l) => {
                 let (i, r, o) = (lin.in_dim(), l.rank(), lin.out_dim());
                 if rank.is_some_and(|x| x != r) {
-                    return Err(Error::Other("LoRA layers of different ranks cannot be saved as one PEFT adapter".into()));
+                    return Err(Error::CannotSaveAdapter("LoRA layers of different ranks cannot be saved as one PEFT adapter".into()));
                 }
                 rank = Some(r);
                 owned.push((format!("base_model.model.{}.lora_A.weight", lin.path), vec![r, i], transpose(&l.a.data, i, r)));
@@ -79,7 +82,7 @@ pub fn save_adapter(model: &Model, dir: &Path, info: &AdapterInfo<'_>) -> Result
     if model.params().iter().any(|p| {
         p.trainable() && !p.name.contains(".lora_") && !model.linears().iter().any(|l| l.weight.name == p.name || l.bias.name == p.name)
     }) {
-        return Err(Error::Other(
+        return Err(Error::CannotSaveAdapter(
             "non-linear parameters train (full fine-tuning): export a full model folder instead of an adapter".into(),
         ));
     }
@@ -104,14 +107,14 @@ pub fn save_adapter(model: &Model, dir: &Path, info: &AdapterInfo<'_>) -> Result
     });
     // lowrank's own record lives beside the adapter (PEFT warns about unknown config keys).
     let extra = super::config::LowrankExtra {
-        head: model.head.kind,
+        head: model.head_kind(),
         scaling: lora.scaling,
         alpha: lora.alpha,
         version: env!("CARGO_PKG_VERSION").into(),
     };
     write_folder(dir, |tmp| {
         let tensors: Vec<OutTensor<'_>> = owned.iter().map(|(n, s, d)| OutTensor { name: n.clone(), shape: s.clone(), data: d }).collect();
-        checkpoint::write(&tmp.join("adapter_model.safetensors"), &tensors, &[("format", "pt")])?;
+        tensorfile::write(&tmp.join("adapter_model.safetensors"), &tensors, &[("format", "pt")])?;
         crate::fsutil::write_json(&tmp.join("adapter_config.json"), &config)?;
         crate::fsutil::write_json(&tmp.join("lowrank.json"), &extra)?;
         crate::fsutil::write_json(&tmp.join("labels.json"), info.labels)?;

@@ -1,12 +1,14 @@
-//! Command-line options shared by several commands: the model, the data, and what trains.
+//! Command-line options shared by several commands: the model, the data, and the training
+//! options, whose flags are built from the one catalogue in [`crate::options`].
 
+use crate::data::DataSource;
 use crate::error::{Error, Result};
-use crate::lora::{LoraConfig, Scaling, SeedFlags, TargetModules};
+use crate::lora::{SeedFlags, TargetModules};
 use crate::model::HeadKind;
-use crate::plan::{TrainMode, TrainPlan};
-use crate::train::optim::{OptimizerConfig, OptimizerKind, Schedule};
-use crate::train::{DataSource, TrainConfig};
-use clap::Args;
+use crate::options::{self, Group, Kind, OPTIONS};
+use crate::run::TrainConfig;
+use clap::{Arg, ArgAction, ArgMatches, Args, Command, FromArgMatches};
+use serde_json::Value;
 use std::path::PathBuf;
 
 /// Which model and head.
@@ -24,74 +26,105 @@ pub struct ModelArgs {
     pub head: Option<HeadKind>,
 }
 
-/// What trains (the seed's flags or PEFT-style target modules) and the LoRA hyperparameters.
-#[derive(Args, Debug, Clone, Default)]
-pub struct PlanArgs {
-    /// lora (frozen base + LoRA), last-layers (only the two head linears), or full.
-    #[arg(long, default_value = "lora")]
-    pub mode: TrainMode,
-    /// LoRA rank r.
-    #[arg(long, default_value_t = 8)]
-    pub lora_r: usize,
-    /// LoRA alpha (see --scaling).
-    #[arg(long, default_value_t = 16.0)]
-    pub lora_alpha: f32,
-    /// raschka (the seed's: scale = alpha, A ~ N(0, 1/r)), peft (scale = alpha/r, kaiming A) or rslora (alpha/√r).
-    #[arg(long, default_value = "raschka")]
-    pub scaling: Scaling,
-    /// Dropout on the LoRA branch input (PEFT's lora_dropout).
-    #[arg(long, default_value_t = 0.0)]
-    pub lora_dropout: f32,
-    /// LoRA on the attention query projections (the default targets are query + value).
-    #[arg(long)]
-    pub lora_query: bool,
-    /// LoRA on the attention key projections.
-    #[arg(long)]
-    pub lora_key: bool,
-    /// LoRA on the attention value projections.
-    #[arg(long)]
-    pub lora_value: bool,
-    /// LoRA on the attention output projections.
-    #[arg(long)]
-    pub lora_projection: bool,
-    /// LoRA on both feed-forward linears.
-    #[arg(long)]
-    pub lora_mlp: bool,
-    /// LoRA on the head's two linears.
-    #[arg(long)]
-    pub lora_head: bool,
-    /// PEFT-style targets instead of the flags: comma-separated module names (matched as dotted
-    /// suffixes), `re:REGEX` (full match), or `all-linear`.
-    #[arg(long, value_name = "LIST|re:REGEX|all-linear")]
-    pub target_modules: Option<String>,
-    /// Modules trained in full beside LoRA (comma-separated names, PEFT's modules_to_save).
-    #[arg(long, value_delimiter = ',')]
-    pub modules_to_save: Vec<String>,
+impl ModelArgs {
+    /// The resolved local model path (downloading a hub id).
+    pub fn resolve(&self) -> Result<PathBuf> {
+        let m = self.model.as_deref().ok_or_else(|| Error::InvalidOption("--model DIR is required".into()))?;
+        crate::hub::resolve_model(m)
+    }
 }
 
-impl PlanArgs {
-    /// The resolved plan.
-    pub fn plan(&self, seed: u64) -> Result<TrainPlan> {
-        let flags = SeedFlags {
-            query: self.lora_query,
-            key: self.lora_key,
-            value: self.lora_value,
-            projection: self.lora_projection,
-            mlp: self.lora_mlp,
-            head: self.lora_head,
+/// The training options of one catalogue group that were given on the command line, as
+/// (option name, value), in catalogue order.
+#[derive(Debug, Clone, Default)]
+pub struct GivenOptions(pub Vec<(&'static str, Value)>);
+
+fn parse_float(s: &str) -> std::result::Result<f64, String> {
+    // Parsed as f32 (the engine's type), so a value given here equals one written in code.
+    s.trim().parse::<f32>().map(f64::from).map_err(|_| format!("{s:?} is not a number"))
+}
+
+fn parse_int(s: &str) -> std::result::Result<i64, String> {
+    s.trim().parse::<i64>().map_err(|_| format!("{s:?} is not a whole number"))
+}
+
+fn augment(mut cmd: Command, group: Group) -> Command {
+    let defaults = TrainConfig::default();
+    for o in OPTIONS.iter().filter(|o| o.group == group) {
+        let help = match (o.show)(&defaults) {
+            Some(d) => format!("{} [default: {d}]", capitalise(o.help)),
+            None => capitalise(o.help),
         };
-        let targets = match self.target_modules.as_deref() {
-            Some(_) if !flags.is_empty() => {
-                return Err(Error::InvalidOption("use either the --lora-* flags or --target-modules, not both".into()))
+        let arg = Arg::new(o.name).long(o.flag()).help(help);
+        let arg = match o.kind {
+            Kind::Bool => arg.action(ArgAction::SetTrue),
+            Kind::Int { .. } => arg.value_name("N").value_parser(parse_int).allow_negative_numbers(true),
+            Kind::Float { .. } => arg.value_name("X").value_parser(parse_float).allow_negative_numbers(true),
+            Kind::Str(values) => arg.value_name("NAME").value_parser(clap::builder::PossibleValuesParser::new(values.iter().copied())),
+            Kind::Text => arg.value_name("LIST"),
+        };
+        cmd = cmd.arg(arg);
+    }
+    cmd
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default()
+}
+
+fn collect(m: &ArgMatches, group: Group) -> GivenOptions {
+    let mut given = Vec::new();
+    for o in OPTIONS.iter().filter(|o| o.group == group) {
+        let v = match o.kind {
+            Kind::Bool => m.get_flag(o.name).then_some(Value::Bool(true)),
+            Kind::Int { .. } => m.get_one::<i64>(o.name).map(|v| Value::from(*v)),
+            Kind::Float { .. } => m.get_one::<f64>(o.name).map(|v| Value::from(*v)),
+            Kind::Str(_) | Kind::Text => m.get_one::<String>(o.name).map(|v| Value::from(v.clone())),
+        };
+        if let Some(v) = v {
+            given.push((o.name, v));
+        }
+    }
+    GivenOptions(given)
+}
+
+macro_rules! option_group {
+    ($name:ident, $group:expr, $doc:literal) => {
+        #[doc = $doc]
+        #[derive(Debug, Clone, Default)]
+        pub struct $name(pub GivenOptions);
+
+        impl FromArgMatches for $name {
+            fn from_arg_matches(m: &ArgMatches) -> std::result::Result<Self, clap::Error> {
+                Ok($name(collect(m, $group)))
             }
-            Some("all-linear") => TargetModules::AllLinear,
-            Some(t) if t.starts_with("re:") => TargetModules::Regex(t[3..].to_string()),
-            Some(t) => TargetModules::Names(t.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()),
-            None if flags.is_empty() => TargetModules::Flags(SeedFlags::query_value()),
-            None => TargetModules::Flags(flags),
-        };
-        let lora = LoraConfig { r: self.lora_r, alpha: self.lora_alpha, scaling: self.scaling, dropout: self.lora_dropout };
-        Ok(TrainPlan { mode: self.mode, lora, targets, modules_to_save: self.modules_to_save.clone(), seed })
+            fn update_from_arg_matches(&mut self, m: &ArgMatches) -> std::result::Result<(), clap::Error> {
+                *self = $name(collect(m, $group));
+                Ok(())
+            }
+        }
+
+        impl Args for $name {
+            fn augment_args(cmd: Command) -> Command {
+                augment(cmd, $group)
+            }
+            fn augment_args_for_update(cmd: Command) -> Command {
+                augment(cmd, $group)
+            }
+        }
+    };
+}
+
+option_group!(PlanArgs, Group::Plan, "What trains: the mode, LoRA's hyperparameters and targets (options of the catalogue's plan group).");
+option_group!(LoopArgs, Group::Loop, "Optimisation and loop options (the catalogue's loop group).");
+
+impl PlanArgs {
+    /// The given options plus `extra` ones applied after them (e.g. a seed run's settings).
+    pub fn with(&self, extra: &[(&'static str, Value)]) -> PlanArgs {
+        let mut given = self.0 .0.clone();
+        given.extend(extra.iter().cloned());
+        PlanArgs(GivenOptions(given))
     }
 }
 
@@ -142,100 +175,79 @@ impl DataArgs {
     }
 }
 
-/// Optimisation and loop options.
-#[derive(Args, Debug, Clone)]
-pub struct LoopArgs {
-    /// adam (the seed's) or adamw.
-    #[arg(long, default_value = "adam", value_parser = parse_optimizer)]
-    pub optimizer: OptimizerKind,
-    /// Peak learning rate.
-    #[arg(long, default_value_t = 5e-5)]
-    pub lr: f32,
-    /// Weight decay (coupled for adam, decoupled for adamw).
-    #[arg(long, default_value_t = 0.0)]
-    pub weight_decay: f32,
-    /// Fraction of steps of linear warmup.
-    #[arg(long, default_value_t = 0.0)]
-    pub warmup_ratio: f32,
-    /// Decay the learning rate linearly to 0 after warmup.
-    #[arg(long)]
-    pub linear_decay: bool,
-    /// Clip the global gradient norm.
-    #[arg(long, value_name = "NORM")]
-    pub clip_grad_norm: Option<f32>,
-    /// Epochs.
-    #[arg(long, default_value_t = 3)]
-    pub epochs: u32,
-    /// Examples per step.
-    #[arg(long, default_value_t = 12)]
-    pub batch_size: usize,
-    /// Truncate texts to this many tokens ([CLS] and [SEP] included).
-    #[arg(long, default_value_t = 512)]
-    pub max_length: usize,
-    /// Pad every sequence to --max-length, as the seed does (slower; same results).
-    #[arg(long)]
-    pub pad_to_max_length: bool,
-    /// Length-bucketed batches (sorted within shuffled chunks).
-    #[arg(long)]
-    pub bucket: bool,
-    /// Keep each epoch's last incomplete batch.
-    #[arg(long)]
-    pub keep_last: bool,
-    /// Also evaluate on validation every N steps (besides each epoch's end).
-    #[arg(long, value_name = "N")]
-    pub eval_every: Option<u64>,
-    /// Write a resumable checkpoint every N steps.
-    #[arg(long, default_value_t = 200, value_name = "N")]
-    pub checkpoint_every: u64,
-    /// Train on only the first N training examples.
-    #[arg(long, value_name = "N")]
-    pub limit_train: Option<usize>,
-    /// Seed of everything random (split, initialisation, shuffling, dropout).
-    #[arg(long, default_value_t = 123)]
-    pub seed: u64,
-}
+const FLAG_NAMES: [&str; 6] = ["lora_query", "lora_key", "lora_value", "lora_projection", "lora_mlp", "lora_head"];
 
-fn parse_optimizer(s: &str) -> std::result::Result<OptimizerKind, String> {
-    match s {
-        "adam" => Ok(OptimizerKind::Adam),
-        "adamw" => Ok(OptimizerKind::AdamW),
-        other => Err(format!("unknown optimizer {other:?}; use adam or adamw")),
+/// Applies given training options to `cfg` through the catalogue. The seed's target flags and
+/// `--target-modules` exclude each other; with neither, LoRA goes on query and value.
+pub fn apply_options(cfg: &mut TrainConfig, given: &[(&'static str, Value)]) -> Result<()> {
+    let flags = given.iter().any(|(n, _)| FLAG_NAMES.contains(n));
+    if flags && given.iter().any(|(n, _)| *n == "target_modules") {
+        return Err(Error::InvalidOption("use either the --lora-* flags or --target-modules, not both".into()));
     }
-}
-
-impl ModelArgs {
-    /// The resolved local model path (downloading a hub id).
-    pub fn resolve(&self) -> Result<PathBuf> {
-        let m = self.model.as_deref().ok_or_else(|| Error::InvalidOption("--model DIR is required".into()))?;
-        crate::hub::resolve_model(m)
+    if flags {
+        cfg.plan.targets = TargetModules::Flags(SeedFlags::default());
     }
+    for (name, value) in given {
+        options::apply(cfg, name, value)?;
+    }
+    Ok(())
 }
 
 /// Builds a run configuration from the option groups.
 pub fn train_config(model: PathBuf, head: Option<HeadKind>, data: &DataArgs, plan: &PlanArgs, lp: &LoopArgs) -> Result<TrainConfig> {
-    let cfg = TrainConfig {
-        model,
-        head,
-        data: data.source()?,
-        text_column: data.text_column.clone(),
-        label_column: data.label_column.clone(),
-        max_length: lp.max_length,
-        pad_to_max_length: lp.pad_to_max_length,
-        plan: plan.plan(lp.seed)?,
-        init_adapter: None,
-        optimizer: OptimizerConfig { kind: lp.optimizer, lr: lp.lr, weight_decay: lp.weight_decay, ..Default::default() },
-        schedule: Schedule { warmup_ratio: lp.warmup_ratio, linear_decay: lp.linear_decay },
-        clip_grad_norm: lp.clip_grad_norm,
-        epochs: lp.epochs,
-        batch_size: lp.batch_size,
-        eval_batch_size: 64,
-        eval_every: lp.eval_every,
-        seed: lp.seed,
-        drop_last: !lp.keep_last,
-        bucket: lp.bucket,
-        limit_train: lp.limit_train,
-        checkpoint_every: lp.checkpoint_every,
-    };
+    let mut cfg = TrainConfig { model, head, data: data.source()?, ..TrainConfig::default() };
+    cfg.text_column = data.text_column.clone();
+    cfg.label_column = data.label_column.clone();
+    apply_options(&mut cfg, &lp.0 .0)?;
+    apply_options(&mut cfg, &plan.0 .0)?;
     cfg.validate()?;
     Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        plan: PlanArgs,
+        #[command(flatten)]
+        lp: LoopArgs,
+    }
+
+    fn cfg(args: &[&str]) -> Result<TrainConfig> {
+        let t = T::try_parse_from(std::iter::once("t").chain(args.iter().copied())).map_err(|e| Error::InvalidOption(e.to_string()))?;
+        let data = DataArgs {
+            data: Some("x.csv".into()),
+            split: "0.7,0.1,0.2".into(),
+            text_column: "text".into(),
+            label_column: "label".into(),
+            ..Default::default()
+        };
+        train_config("m".into(), None, &data, &t.plan, &t.lp)
+    }
+
+    #[test]
+    fn flags_come_from_the_catalogue_with_the_seed_s_defaults() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c, TrainConfig { model: "m".into(), data: c.data.clone(), ..TrainConfig::default() });
+        let c = cfg(&["--lora-mlp", "--lora-r", "16", "--lr", "4e-4", "--keep-last"]).unwrap();
+        assert_eq!(c.plan.targets, TargetModules::Flags(SeedFlags { mlp: true, ..Default::default() }));
+        assert_eq!((c.plan.lora.r, c.optimizer.lr, c.drop_last), (16, 4e-4, false));
+        let c = cfg(&["--target-modules", "q_lin,v_lin", "--seed", "7"]).unwrap();
+        assert_eq!(c.plan.targets, TargetModules::Names(vec!["q_lin".into(), "v_lin".into()]));
+        assert_eq!((c.seed, c.plan.seed), (7, 7));
+    }
+
+    #[test]
+    fn conflicts_and_bad_values_are_clear_errors() {
+        let e = cfg(&["--lora-mlp", "--target-modules", "q_lin"]).unwrap_err().to_string();
+        assert!(e.contains("not both"), "{e}");
+        let e = cfg(&["--lr", "-0.001"]).unwrap_err().to_string();
+        assert!(e.contains("--lr") && e.contains("> 0"), "{e}");
+        let e = cfg(&["--scaling", "dora"]).unwrap_err().to_string();
+        assert!(e.contains("dora") && e.contains("peft"), "{e}");
+    }
 }

@@ -1,11 +1,10 @@
 //! `lowrank eval`: a trained run on another labelled file: accuracy, confusion matrix and
 //! per-class precision / recall / F1.
 
-use crate::data::{self, LoadOptions};
+use crate::data::{self, encode, ReadOptions};
+use crate::infer::evaluate;
 use crate::model::Activations;
-use crate::train::data::encode;
-use crate::train::run::evaluate;
-use crate::train::trained::load_trained;
+use crate::run::load_trained;
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,7 +34,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
     let t = load_trained(&a.run)?;
     let ds = data::load(
         &a.data,
-        &LoadOptions {
+        &ReadOptions {
             text_column: a.text_column.clone(),
             label_column: a.label_column.clone(),
             label_map: Some(t.labels.clone()),

@@ -1,10 +1,11 @@
 //! `lowrank export` (a run's adapter or full model, on demand) and `lowrank merge` (an adapter
 //! folded into its base, written as a full Hugging Face model folder).
 
-use crate::adapter::{export, load_into, read_adapter, write_model_folder};
-use crate::model::load::LoadOptions;
-use crate::model::Model;
-use crate::train::trained::load_trained;
+use crate::adapter::{load_into, read_adapter};
+use crate::model::save::write_model_folder;
+use crate::model::{LoadOptions, Model};
+use crate::run::load_trained;
+use crate::train::export::export;
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,7 +56,7 @@ pub fn run_merge(a: MergeArgs) -> anyhow::Result<ExitCode> {
     };
     let tok =
         if a.adapter.join("tokenizer.json").exists() || a.adapter.join("vocab.txt").exists() { a.adapter.clone() } else { base.clone() };
-    model.merge_lora();
+    model.merge_lora()?;
     write_model_folder(&model, &a.out, &names, &tok)?;
     eprintln!("wrote {} (LoRA merged: {} modules)", a.out.display(), model.linears().iter().filter(|l| l.lora.is_some()).count());
     Ok(ExitCode::SUCCESS)

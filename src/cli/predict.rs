@@ -1,12 +1,10 @@
 //! `lowrank predict`: classify texts with a base model and zero or more adapters (one base in
-//! memory; each adapter is loaded, merged for speed, used, and removed again).
+//! memory, adapters applied in turn by [`AdapterSwitch`]).
 
-use crate::adapter::{load_into, read_adapter};
-use crate::model::load::LoadOptions;
-use crate::model::{Linear, Model};
-use crate::predict::{classify, read_texts, Prediction};
+use crate::adapter::read_adapter;
+use crate::infer::{classify, read_texts, AdapterSwitch, Prediction};
+use crate::model::{LoadOptions, Model};
 use crate::tokenize::Tokenizer;
-use anyhow::bail;
 use clap::Args;
 use indicatif::ProgressBar;
 use std::io::IsTerminal;
@@ -63,16 +61,15 @@ pub fn run(a: PredictArgs) -> anyhow::Result<ExitCode> {
         .collect();
     let first = adapters.first().map(|(_, d)| read_adapter(d)).transpose()?;
     let head = a.head.or(first.as_ref().and_then(|f| f.head()));
-    let labels_of = |f: &Option<crate::adapter::load::AdapterFiles>| f.as_ref().and_then(|f| f.labels.clone());
-    let num_labels = labels_of(&first).map(|l| l.len());
-    let (mut model, _) = Model::from_pretrained(&base_dir, &LoadOptions { head, num_labels, seed: 0 })?;
+    let num_labels = first.as_ref().and_then(|f| f.labels.as_ref()).map(|l| l.len());
+    let (model, _) = Model::from_pretrained(&base_dir, &LoadOptions { head, num_labels, seed: 0 })?;
     let tok_dir = adapters
         .first()
         .map(|(_, d)| d.clone())
         .filter(|d| d.join("tokenizer.json").exists() || d.join("vocab.txt").exists())
         .unwrap_or(base_dir.clone());
     let tokenizer = Tokenizer::from_model_dir(&tok_dir, a.max_length)?;
-    let base_head = (model.head.hidden.clone(), model.head.classifier.clone());
+    let mut switch = AdapterSwitch::new(model);
     let runs: Vec<(Option<String>, Option<PathBuf>)> = if adapters.is_empty() {
         vec![(None, None)]
     } else {
@@ -81,67 +78,20 @@ pub fn run(a: PredictArgs) -> anyhow::Result<ExitCode> {
     let multi = runs.len() > 1;
     let mut out = std::io::stdout().lock();
     for (name, dir) in runs {
-        let mut saved: Vec<(String, Vec<f32>)> = Vec::new();
-        let mut names: Vec<String> = model.config.id2label.as_ref().map(|m| m.values().cloned().collect()).unwrap_or_default();
-        if let Some(dir) = &dir {
-            let files = read_adapter(dir)?;
-            if files.head().is_some_and(|h| h != model.head.kind) {
-                bail!(
-                    "adapter {} was trained with the {:?} head but the base is loaded with {:?}; predict with it separately",
-                    dir.display(),
-                    files.head().unwrap(),
-                    model.head.kind
-                );
-            }
-            let k = files.labels.as_ref().map_or(model.num_labels(), |l| l.len());
-            if k != model.num_labels() {
-                let c = model.head.classifier.in_dim();
-                model.head.classifier = Linear::new(model.head.classifier.path.clone(), model.head.classifier.role, c, k);
-            }
-            saved = snapshot_replaced(dir, &model)?;
-            load_into(dir, &mut model)?;
-            model.merge_lora();
-            if let Some(l) = &files.labels {
-                names = l.names().to_vec();
-            }
-        }
+        let names = match &dir {
+            Some(dir) => switch.apply(dir)?,
+            None => switch.base_labels(),
+        };
         let bar = if std::io::stderr().is_terminal() && texts.len() > a.batch_size {
             ProgressBar::new(texts.len() as u64)
         } else {
             ProgressBar::hidden()
         };
-        let preds = classify(&model, &tokenizer, &names, &refs, a.batch_size, &mut |n| bar.inc(n as u64))?;
+        let preds = classify(&switch.model, &tokenizer, &names, &refs, a.batch_size, &mut |n| bar.inc(n as u64))?;
         bar.finish_and_clear();
         print_predictions(&mut out, &texts, &preds, a.json, multi.then_some(name.as_deref().unwrap_or("")))?;
-        // Back to the plain base for the next adapter.
-        model.unmerge_lora();
-        for l in model.linears_mut() {
-            l.lora = None;
-        }
-        for p in model.base_params_mut() {
-            if let Some((_, data)) = saved.iter().find(|(n, _)| *n == p.name) {
-                if data.len() == p.data.len() {
-                    p.data.copy_from_slice(data);
-                }
-            }
-        }
-        model.head.hidden = base_head.0.clone();
-        model.head.classifier = base_head.1.clone();
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Copies of the base tensors an adapter's modules_to_save will overwrite.
-fn snapshot_replaced(dir: &std::path::Path, model: &Model) -> anyhow::Result<Vec<(String, Vec<f32>)>> {
-    let file = crate::checkpoint::TensorFile::read(&dir.join("adapter_model.safetensors"))?;
-    let names: Vec<String> = file
-        .tensors
-        .keys()
-        .filter(|k| !k.contains(".lora_"))
-        .filter_map(|k| k.strip_prefix("base_model.model."))
-        .map(str::to_string)
-        .collect();
-    Ok(model.base_params().into_iter().filter(|p| names.contains(&p.name)).map(|p| (p.name.clone(), p.data.clone())).collect())
 }
 
 fn print_predictions(

@@ -1,9 +1,11 @@
 //! `lowrank train`: one fine-tuning run into a run folder.
 
 use super::args::{train_config, DataArgs, LoopArgs, ModelArgs, PlanArgs};
-use crate::train::{train, Outcome, TrainConfig};
+use crate::run::TrainConfig;
+use crate::train::{train, Outcome};
 use anyhow::Context;
 use clap::Args;
+use serde_json::Value;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -29,25 +31,29 @@ pub struct TrainArgs {
     pub resume: Option<PathBuf>,
 }
 
-/// Resolves the options into a run configuration.
+/// Resolves the options into a run configuration. With `--adapter`, the adapter decides where
+/// LoRA sits and its hyperparameters (applied through the option catalogue).
 pub fn config(a: &TrainArgs) -> anyhow::Result<TrainConfig> {
     let model = a.model.resolve()?;
-    let mut plan = a.plan.clone();
+    let mut cfg = train_config(model, a.model.head, &a.data, &a.plan, &a.lp)?;
     if let Some(dir) = &a.adapter {
-        // The adapter decides where LoRA sits and its hyperparameters.
         let files = crate::adapter::read_adapter(dir)?;
         let l = files.lora_config();
-        plan.lora_r = l.r;
-        plan.lora_alpha = l.alpha;
-        plan.scaling = l.scaling;
-        plan.lora_dropout = l.dropout;
+        let scaling = format!("{:?}", l.scaling).to_lowercase();
+        let mut from_adapter: Vec<(&str, Value)> = vec![
+            ("lora_r", Value::from(l.r)),
+            ("lora_alpha", Value::from(f64::from(l.alpha))),
+            ("scaling", Value::from(scaling)),
+            ("lora_dropout", Value::from(f64::from(l.dropout))),
+        ];
         if let Some(list) = files.config.target_modules.as_array() {
-            plan.target_modules = Some(list.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(","));
-            plan.lora_query = false;
-            plan.lora_value = false;
+            from_adapter.push(("target_modules", Value::Array(list.clone())));
         }
+        for (name, value) in &from_adapter {
+            crate::options::apply(&mut cfg, name, value)?;
+        }
+        cfg.validate()?;
     }
-    let mut cfg = train_config(model, a.model.head, &a.data, &plan, &a.lp)?;
     cfg.init_adapter = a.adapter.clone();
     Ok(cfg)
 }

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use super::error::DataError;
 use super::labels::LabelMap;
-use super::{read_text, Dataset, Example, LoadOptions};
+use super::{read_text, Dataset, Example, ReadOptions};
 
 /// The two halves of aclImdb, in the order they are merged.
 const HALVES: [&str; 2] = ["test", "train"];
@@ -17,9 +17,9 @@ const CLASSES: [&str; 2] = ["neg", "pos"];
 /// half (holding `pos/` and `neg/` itself). Other entries (`unsup/`, `*.feat`, `urls_*.txt`, `imdb.vocab`,
 /// `README`) are ignored. The order is deterministic: sorted by half (test, then train), then class (neg,
 /// then pos), then file name (byte order, so `10_2.txt` comes before `1_1.txt`). The text of each file is
-/// kept as is, `<br />` tags included. With [`LoadOptions::label_map`] set, `neg` and `pos` are resolved
+/// kept as is, `<br />` tags included. With [`ReadOptions::label_map`] set, `neg` and `pos` are resolved
 /// through it.
-pub(crate) fn load_imdb(dir: &Path, opts: &LoadOptions) -> Result<Dataset, DataError> {
+pub(crate) fn load_imdb(dir: &Path, opts: &ReadOptions) -> Result<Dataset, DataError> {
     let mut halves: Vec<PathBuf> = HALVES.iter().map(|half| dir.join(half)).filter(|half| half.is_dir()).collect();
     if halves.is_empty() {
         if CLASSES.iter().any(|class| dir.join(class).is_dir()) {
@@ -123,7 +123,7 @@ mod tests {
     #[test]
     fn reads_both_halves_in_a_fixed_order_and_skips_unsup() {
         let dir = tiny_imdb();
-        let ds = load(dir.path(), &LoadOptions::default()).unwrap();
+        let ds = load(dir.path(), &ReadOptions::default()).unwrap();
         assert_eq!(ds.labels.names(), ["neg", "pos"]);
         let got: Vec<(&str, usize)> = ds.examples.iter().map(|e| (e.text.as_str(), e.label)).collect();
         assert_eq!(
@@ -135,7 +135,7 @@ mod tests {
     #[test]
     fn reads_a_single_half() {
         let dir = tiny_imdb();
-        let ds = load(&dir.path().join("train"), &LoadOptions::default()).unwrap();
+        let ds = load(&dir.path().join("train"), &ReadOptions::default()).unwrap();
         assert_eq!(ds.len(), 3);
         assert_eq!(ds.class_counts(), [1, 2]);
     }
@@ -144,12 +144,12 @@ mod tests {
     fn folder_without_the_layout_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         review(dir.path(), "reviews/a.txt", "x");
-        let err = load(dir.path(), &LoadOptions::default()).unwrap_err();
+        let err = load(dir.path(), &ReadOptions::default()).unwrap_err();
         assert!(matches!(&err, DataError::NotImdbLayout { found, .. } if found == &["reviews/"]), "{err}");
 
         let dir = tempfile::tempdir().unwrap();
         review(dir.path(), "train/pos/1_9.txt", "good");
-        let err = load(dir.path(), &LoadOptions::default()).unwrap_err();
+        let err = load(dir.path(), &ReadOptions::default()).unwrap_err();
         assert!(
             matches!(&err, DataError::NotImdbLayout { path, problem, .. }
                 if path.ends_with("train") && problem.contains("neg/")),
@@ -162,10 +162,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("train/pos")).unwrap();
         std::fs::create_dir_all(dir.path().join("train/neg")).unwrap();
-        let err = load(dir.path(), &LoadOptions::default()).unwrap_err();
+        let err = load(dir.path(), &ReadOptions::default()).unwrap_err();
         assert!(matches!(&err, DataError::NoExamples { .. }), "{err}");
         review(dir.path(), "train/pos/1_9.txt", "good");
-        let err = load(dir.path(), &LoadOptions::default()).unwrap_err();
+        let err = load(dir.path(), &ReadOptions::default()).unwrap_err();
         assert!(matches!(&err, DataError::OneClass { label, .. } if label == "pos"), "{err}");
     }
 
@@ -173,10 +173,10 @@ mod tests {
     fn bad_review_file_is_named() {
         let dir = tiny_imdb();
         std::fs::write(dir.path().join("train/neg/4_1.txt"), b"ok\nbad \xff byte").unwrap();
-        let err = load(dir.path(), &LoadOptions::default()).unwrap_err();
+        let err = load(dir.path(), &ReadOptions::default()).unwrap_err();
         assert!(matches!(&err, DataError::InvalidUtf8 { path, line: 2, column: 5 } if path.ends_with("4_1.txt")), "{err}");
         std::fs::write(dir.path().join("train/neg/4_1.txt"), "  \n").unwrap();
-        let err = load(dir.path(), &LoadOptions::default()).unwrap_err();
+        let err = load(dir.path(), &ReadOptions::default()).unwrap_err();
         assert!(matches!(&err, DataError::EmptyField { path, .. } if path.ends_with("4_1.txt")), "{err}");
     }
 }

@@ -6,11 +6,11 @@ use serde_json::{Map, Value};
 
 use super::error::{shorten, DataError};
 use super::labels::RawExample;
-use super::{build, read_text, Dataset, LoadOptions};
+use super::{build, read_text, Dataset, ReadOptions};
 
 /// Reads a `.jsonl` / `.json` file: a JSON array of objects when the first non-blank character is
 /// `[`, otherwise one object per non-blank line.
-pub(crate) fn load_json(path: &Path, opts: &LoadOptions) -> Result<Dataset, DataError> {
+pub(crate) fn load_json(path: &Path, opts: &ReadOptions) -> Result<Dataset, DataError> {
     let text = read_text(path)?;
     let mut raws = Vec::new();
     if text.trim_start().starts_with('[') {
@@ -44,7 +44,7 @@ pub(crate) fn load_json(path: &Path, opts: &LoadOptions) -> Result<Dataset, Data
 }
 
 /// One JSON object → a raw example (text must be a string; label an integer or a string).
-fn record(value: Value, path: &Path, line: usize, opts: &LoadOptions) -> Result<RawExample, DataError> {
+fn record(value: Value, path: &Path, line: usize, opts: &ReadOptions) -> Result<RawExample, DataError> {
     let Value::Object(mut object) = value else {
         return Err(DataError::Json {
             path: path.to_path_buf(),
@@ -144,12 +144,12 @@ mod tests {
     fn reads_json_lines_with_number_and_string_labels() {
         let dir = tempfile::tempdir().unwrap();
         let path = write(&dir, "d.jsonl", "{\"text\": \"good\", \"label\": 1}\n\n{\"text\": \"bad\", \"label\": \"0\"}\n");
-        let ds = load(&path, &LoadOptions::default()).unwrap();
+        let ds = load(&path, &ReadOptions::default()).unwrap();
         assert_eq!(ds.labels.names(), ["0", "1"]);
         assert_eq!(ds.examples[1], Example { text: "bad".into(), label: 0 });
 
         let path = write(&dir, "s.jsonl", "{\"text\": \"good\", \"label\": \"positive\"}\n{\"text\": \"bad\", \"label\": \"negative\"}\n");
-        let ds = load(&path, &LoadOptions::default()).unwrap();
+        let ds = load(&path, &ReadOptions::default()).unwrap();
         assert_eq!(ds.labels.names(), ["negative", "positive"]);
         assert_eq!(ds.examples[0].label, 1);
     }
@@ -165,7 +165,7 @@ mod tests {
   {"text": "b", "label": 1, "label_name": "fresh"}
 ]"#,
         );
-        let ds = load(&path, &LoadOptions::default()).unwrap();
+        let ds = load(&path, &ReadOptions::default()).unwrap();
         assert_eq!(ds.labels.names(), ["rotten", "fresh"]);
         assert_eq!(ds.examples[0].text, "a [bracket], \"quote\" {brace}");
     }
@@ -174,7 +174,7 @@ mod tests {
     fn array_element_errors_name_the_element_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = write(&dir, "d.json", "[\n  {\"text\": \"a\", \"label\": 0},\n  {\"text\": \"b\",\n   \"label\": 1.5}\n]\n");
-        let err = load(&path, &LoadOptions::default()).unwrap_err();
+        let err = load(&path, &ReadOptions::default()).unwrap_err();
         assert!(matches!(&err, DataError::BadField { line: 3, field, value, .. } if field == "label" && value == "1.5"), "{err}");
     }
 
@@ -182,13 +182,13 @@ mod tests {
     fn malformed_json_line_reports_the_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = write(&dir, "d.jsonl", "{\"text\": \"a\", \"label\": 0}\n{\"text\": \"b\", \"label\": 1\n");
-        let err = load(&path, &LoadOptions::default()).unwrap_err();
+        let err = load(&path, &ReadOptions::default()).unwrap_err();
         assert!(matches!(&err, DataError::Json { line: 2, .. }), "{err}");
         assert!(err.to_string().contains("d.jsonl:2"), "{err}");
         assert!(!err.to_string().contains("line 1"), "{err}");
 
         let path = write(&dir, "n.jsonl", "{\"text\": \"a\", \"label\": 0}\n[1, 2]\n");
-        let err = load(&path, &LoadOptions::default()).unwrap_err();
+        let err = load(&path, &ReadOptions::default()).unwrap_err();
         assert!(matches!(&err, DataError::Json { line: 2, .. }), "{err}");
     }
 
@@ -196,7 +196,7 @@ mod tests {
     fn missing_field_lists_the_fields() {
         let dir = tempfile::tempdir().unwrap();
         let path = write(&dir, "d.jsonl", "{\"text\": \"a\", \"label\": 0}\n{\"sentence\": \"b\", \"label\": 1}\n");
-        let err = load(&path, &LoadOptions::default()).unwrap_err();
+        let err = load(&path, &ReadOptions::default()).unwrap_err();
         assert!(
             matches!(&err, DataError::MissingField { line: 2, field, present, .. }
                 if field == "text" && present.contains(&"sentence".to_string())),
@@ -208,10 +208,10 @@ mod tests {
     fn empty_text_and_non_string_text_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         let path = write(&dir, "d.jsonl", "{\"text\": \"a\", \"label\": 0}\n{\"text\": \" \", \"label\": 1}\n");
-        let err = load(&path, &LoadOptions::default()).unwrap_err();
+        let err = load(&path, &ReadOptions::default()).unwrap_err();
         assert!(matches!(&err, DataError::EmptyField { line: 2, .. }), "{err}");
         let path = write(&dir, "e.jsonl", "{\"text\": 5, \"label\": 0}\n");
-        let err = load(&path, &LoadOptions::default()).unwrap_err();
+        let err = load(&path, &ReadOptions::default()).unwrap_err();
         assert!(matches!(&err, DataError::BadField { line: 1, .. }), "{err}");
     }
 
@@ -220,7 +220,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for (name, contents) in [("a.jsonl", ""), ("b.jsonl", "\n\n"), ("c.json", "[]")] {
             let path = write(&dir, name, contents);
-            let err = load(&path, &LoadOptions::default()).unwrap_err();
+            let err = load(&path, &ReadOptions::default()).unwrap_err();
             assert!(matches!(&err, DataError::NoExamples { .. }), "{name}: {err}");
         }
     }

@@ -1,13 +1,17 @@
-//! Labelled text datasets: loading CSV/TSV, JSON Lines/JSON and aclImdb folders, label maps, seeded splits.
+//! Labelled text datasets and the batches made from them: loading CSV/TSV, JSON Lines/JSON and
+//! aclImdb folders, label maps, seeded splits, a run's recorded split, and batching.
 //!
 //! [`load`] reads a file (or an aclImdb folder) into a [`Dataset`] of [`Example`]s whose labels are
 //! ids into the dataset's [`LabelMap`]; [`split()`] cuts a dataset into train/val/test with a seeded
-//! shuffle; [`write_csv`] records a split so that [`load`] reads back the same examples and ids.
+//! shuffle; [`write_csv`] records a split so that [`load`] reads back the same examples and ids;
+//! [`record`] does that for a run folder and tokenises; [`batch`] orders and packs batches.
 
+pub mod batch;
 mod error;
 mod imdb;
 mod jsonl;
 mod labels;
+pub mod record;
 mod split;
 mod tabular;
 
@@ -15,6 +19,7 @@ use std::path::Path;
 
 pub use error::DataError;
 pub use labels::LabelMap;
+pub use record::{encode, DataSource, RunData, RunSplits};
 pub use split::{split, Split, DEFAULT_FRACTIONS};
 pub use tabular::write_csv;
 
@@ -79,7 +84,7 @@ impl Dataset {
 
 /// How to read a dataset file.
 #[derive(Debug, Clone, PartialEq)]
-pub struct LoadOptions {
+pub struct ReadOptions {
     /// The CSV/TSV column or JSON field holding the text (default `"text"`).
     pub text_column: String,
     /// The CSV/TSV column or JSON field holding the label (default `"label"`).
@@ -91,7 +96,7 @@ pub struct LoadOptions {
     pub label_map: Option<LabelMap>,
 }
 
-impl Default for LoadOptions {
+impl Default for ReadOptions {
     fn default() -> Self {
         Self {
             text_column: "text".to_string(),
@@ -111,10 +116,10 @@ impl Default for LoadOptions {
 /// - a folder in the aclImdb layout: `{train,test}/{pos,neg}/*.txt`, labels neg = 0, pos = 1, both
 ///   halves merged in a fixed order (see the `imdb` reader); `unsup/` is ignored.
 ///
-/// Labels become ids as described on [`LabelMap`] and [`LoadOptions::label_map`]: integer labels
+/// Labels become ids as described on [`LabelMap`] and [`ReadOptions::label_map`]: integer labels
 /// `0..n-1` are the ids themselves, named by the `label_name` column when there is one; string labels get
 /// ids in sorted order. Errors (see [`DataError`]) name the path and, within a file, the 1-based line.
-pub fn load(path: &Path, opts: &LoadOptions) -> Result<Dataset, DataError> {
+pub fn load(path: &Path, opts: &ReadOptions) -> Result<Dataset, DataError> {
     let meta = std::fs::metadata(path).map_err(|source| match source.kind() {
         std::io::ErrorKind::NotFound => DataError::FileMissing { path: path.to_path_buf() },
         _ => DataError::Read { path: path.to_path_buf(), source },
@@ -148,7 +153,7 @@ pub(crate) fn read_text(path: &Path) -> Result<String, DataError> {
 }
 
 /// Turns raw examples into a dataset, resolving labels with `opts.label_map` or inferring the map.
-pub(crate) fn build(path: &Path, raws: Vec<labels::RawExample>, opts: &LoadOptions) -> Result<Dataset, DataError> {
+pub(crate) fn build(path: &Path, raws: Vec<labels::RawExample>, opts: &ReadOptions) -> Result<Dataset, DataError> {
     if raws.is_empty() {
         return Err(DataError::NoExamples { path: path.to_path_buf() });
     }
@@ -184,7 +189,7 @@ mod tests {
     fn missing_file_names_the_path() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nope.csv");
-        let err = load(&path, &LoadOptions::default()).unwrap_err();
+        let err = load(&path, &ReadOptions::default()).unwrap_err();
         assert!(matches!(&err, DataError::FileMissing { path: p } if p == &path), "{err}");
         assert!(err.to_string().contains("nope.csv"), "{err}");
     }
@@ -194,7 +199,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("data.parquet");
         std::fs::write(&path, "x").unwrap();
-        let err = load(&path, &LoadOptions::default()).unwrap_err();
+        let err = load(&path, &ReadOptions::default()).unwrap_err();
         assert!(matches!(&err, DataError::UnsupportedFormat { extension, .. } if extension == "parquet"), "{err}");
     }
 
@@ -203,7 +208,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.csv");
         std::fs::write(&path, b"text,label\nfine,0\ncaf\xe9 latin1,1\n").unwrap();
-        let err = load(&path, &LoadOptions::default()).unwrap_err();
+        let err = load(&path, &ReadOptions::default()).unwrap_err();
         assert!(matches!(&err, DataError::InvalidUtf8 { line: 3, column: 4, .. }), "{err}");
         assert!(err.to_string().contains("bad.csv:3"), "{err}");
     }
@@ -213,19 +218,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bom.csv");
         std::fs::write(&path, b"\xEF\xBB\xBFtext,label\na,0\nb,1\n").unwrap();
-        let ds = load(&path, &LoadOptions::default()).unwrap();
+        let ds = load(&path, &ReadOptions::default()).unwrap();
         assert_eq!(ds.len(), 2);
     }
 
-    /// The reference Rotten Tomatoes split in shared/, when it is there (it is in CI).
+    /// The reference Rotten Tomatoes split in shared/ (always there in CI).
     #[test]
     fn loads_reference_rt_val_split() {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/rt-split/val.csv");
         if !path.exists() {
-            eprintln!("skipping: {} not found", path.display());
+            crate::ci::missing(&path.display().to_string(), "CI checks out ../shared beside the project");
             return;
         }
-        let ds = load(&path, &LoadOptions::default()).unwrap();
+        let ds = load(&path, &ReadOptions::default()).unwrap();
         assert_eq!(ds.len(), 1275);
         assert_eq!(ds.labels.names(), ["rotten", "fresh"]);
         let counts = ds.class_counts();

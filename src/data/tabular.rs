@@ -2,14 +2,14 @@
 
 use std::fs::File;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::error::DataError;
 use super::labels::RawExample;
-use super::{build, read_text, Dataset, LoadOptions};
+use super::{build, read_text, Dataset, ReadOptions};
 
 /// Reads a CSV (`delimiter` b',') or TSV (b'\t') file with a header row into a dataset.
-pub(crate) fn load_delimited(path: &Path, delimiter: u8, opts: &LoadOptions) -> Result<Dataset, DataError> {
+pub(crate) fn load_delimited(path: &Path, delimiter: u8, opts: &ReadOptions) -> Result<Dataset, DataError> {
     let text = read_text(path)?;
     if text.trim().is_empty() {
         return Err(DataError::NoExamples { path: path.to_path_buf() });
@@ -53,23 +53,20 @@ pub(crate) fn load_delimited(path: &Path, delimiter: u8, opts: &LoadOptions) -> 
     build(path, raws, opts)
 }
 
-/// Writes `ds` as a CSV file with the columns `text,label,label_name` (label = class id), atomically:
-/// the rows go to `<path>.tmp`, which is then renamed over `path`.
+/// Writes `ds` as a CSV file with the columns `text,label,label_name` (label = class id), atomically
+/// (see [`crate::fsutil::AtomicFile`]).
 ///
 /// [`super::load`] reads the file back to the same examples, ids and class names. A written split
 /// that lacks some class (e.g. a tiny test split) must be read back with the full map in
-/// [`LoadOptions::label_map`], since ids cannot be inferred for classes that do not occur.
+/// [`ReadOptions::label_map`], since ids cannot be inferred for classes that do not occur.
 pub fn write_csv(ds: &Dataset, path: &Path) -> Result<(), DataError> {
-    let mut tmp_name = path.as_os_str().to_owned();
-    tmp_name.push(".tmp");
-    let tmp = PathBuf::from(tmp_name);
-    let result = write_rows(ds, &tmp)
-        .and_then(|()| std::fs::rename(&tmp, path).map_err(|source| DataError::Write { path: path.to_path_buf(), source }));
-    if result.is_err() {
-        // Best effort: do not leave a half-written file behind; the original error is what matters.
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    let as_write_error = |e: crate::error::Error| match e {
+        crate::error::Error::Io { source, .. } => DataError::Write { path: path.to_path_buf(), source },
+        other => DataError::Write { path: path.to_path_buf(), source: std::io::Error::other(other.to_string()) },
+    };
+    let file = crate::fsutil::AtomicFile::new(path).map_err(as_write_error)?;
+    write_rows(ds, file.tmp())?;
+    file.commit().map_err(as_write_error)
 }
 
 fn write_rows(ds: &Dataset, tmp: &Path) -> Result<(), DataError> {
@@ -84,8 +81,7 @@ fn write_rows(ds: &Dataset, tmp: &Path) -> Result<(), DataError> {
         writer.write_record([example.text.as_str(), &example.label.to_string(), name]).map_err(csv_error)?;
     }
     let mut file = writer.into_inner().map_err(|err| io_error(std::io::Error::other(err.to_string())))?;
-    file.flush().map_err(io_error)?;
-    file.sync_all().map_err(io_error)
+    file.flush().map_err(io_error)
 }
 
 #[cfg(test)]
@@ -93,7 +89,7 @@ mod tests {
     use super::*;
     use crate::data::{load, Example, LabelMap};
 
-    fn write(dir: &tempfile::TempDir, name: &str, contents: &str) -> PathBuf {
+    fn write(dir: &tempfile::TempDir, name: &str, contents: &str) -> std::path::PathBuf {
         let path = dir.path().join(name);
         std::fs::write(&path, contents).unwrap();
         path
@@ -103,7 +99,7 @@ mod tests {
     fn reads_quoted_multiline_csv_with_label_names() {
         let dir = tempfile::tempdir().unwrap();
         let path = write(&dir, "d.csv", "text,label,label_name,movie\n\"line one,\nline \"\"two\"\"\",0,rotten,a\nplain,1,fresh,b\n");
-        let ds = load(&path, &LoadOptions::default()).unwrap();
+        let ds = load(&path, &ReadOptions::default()).unwrap();
         assert_eq!(ds.labels.names(), ["rotten", "fresh"]);
         assert_eq!(
             ds.examples,
@@ -115,7 +111,7 @@ mod tests {
     fn reads_tsv_with_custom_columns_and_string_labels() {
         let dir = tempfile::tempdir().unwrap();
         let path = write(&dir, "d.tsv", "sentence\tsentiment\ngood, really\tpositive\nbad\tnegative\n");
-        let opts = LoadOptions { text_column: "sentence".into(), label_column: "sentiment".into(), ..LoadOptions::default() };
+        let opts = ReadOptions { text_column: "sentence".into(), label_column: "sentiment".into(), ..ReadOptions::default() };
         let ds = load(&path, &opts).unwrap();
         assert_eq!(ds.labels.names(), ["negative", "positive"]);
         assert_eq!(ds.examples[0], Example { text: "good, really".into(), label: 1 });
@@ -126,7 +122,7 @@ mod tests {
     fn three_classes_are_read_as_three() {
         let dir = tempfile::tempdir().unwrap();
         let path = write(&dir, "d.csv", "text,label\na,0\nb,1\nc,2\nd,1\n");
-        let ds = load(&path, &LoadOptions::default()).unwrap();
+        let ds = load(&path, &ReadOptions::default()).unwrap();
         assert_eq!(ds.labels.len(), 3);
         assert_eq!(ds.class_counts(), [1, 2, 1]);
     }
@@ -135,7 +131,7 @@ mod tests {
     fn missing_column_lists_the_columns() {
         let dir = tempfile::tempdir().unwrap();
         let path = write(&dir, "d.csv", "review,label\na,0\nb,1\n");
-        let err = load(&path, &LoadOptions::default()).unwrap_err();
+        let err = load(&path, &ReadOptions::default()).unwrap_err();
         assert!(
             matches!(&err, DataError::MissingColumn { role: "text", column, columns, .. }
                 if column == "text" && columns == &["review", "label"]),
@@ -149,7 +145,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for (name, contents) in [("empty.csv", ""), ("blank.csv", "\n \n"), ("header.csv", "text,label\n")] {
             let path = write(&dir, name, contents);
-            let err = load(&path, &LoadOptions::default()).unwrap_err();
+            let err = load(&path, &ReadOptions::default()).unwrap_err();
             assert!(matches!(&err, DataError::NoExamples { path: p } if p == &path), "{name}: {err}");
         }
     }
@@ -158,10 +154,10 @@ mod tests {
     fn empty_text_or_label_reports_the_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = write(&dir, "d.csv", "text,label\n\"multi\nline\",0\n  ,1\n");
-        let err = load(&path, &LoadOptions::default()).unwrap_err();
+        let err = load(&path, &ReadOptions::default()).unwrap_err();
         assert!(matches!(&err, DataError::EmptyField { line: 4, field, .. } if field == "text"), "{err}");
         let path = write(&dir, "e.csv", "text,label\na,0\nb,\n");
-        let err = load(&path, &LoadOptions::default()).unwrap_err();
+        let err = load(&path, &ReadOptions::default()).unwrap_err();
         assert!(matches!(&err, DataError::EmptyField { line: 3, field, .. } if field == "label"), "{err}");
     }
 
@@ -169,7 +165,7 @@ mod tests {
     fn ragged_row_is_a_csv_error_with_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = write(&dir, "d.csv", "text,label\na,0\nb,1,extra\n");
-        let err = load(&path, &LoadOptions::default()).unwrap_err();
+        let err = load(&path, &ReadOptions::default()).unwrap_err();
         assert!(matches!(&err, DataError::Csv { line: 3, .. }), "{err}");
     }
 
@@ -177,7 +173,7 @@ mod tests {
     fn one_class_file_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = write(&dir, "d.csv", "text,label\na,1\nb,1\n");
-        let err = load(&path, &LoadOptions::default()).unwrap_err();
+        let err = load(&path, &ReadOptions::default()).unwrap_err();
         assert!(matches!(&err, DataError::OneClass { label, .. } if label == "1"), "{err}");
     }
 
@@ -186,8 +182,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let train = write(&dir, "train.csv", "text,label\na,neg\nb,pos\n");
         let val = write(&dir, "val.csv", "text,label\nc,pos\nd,neutral\n");
-        let map = load(&train, &LoadOptions::default()).unwrap().labels;
-        let opts = LoadOptions { label_map: Some(map), ..LoadOptions::default() };
+        let map = load(&train, &ReadOptions::default()).unwrap().labels;
+        let opts = ReadOptions { label_map: Some(map), ..ReadOptions::default() };
         let err = load(&val, &opts).unwrap_err();
         assert!(
             matches!(&err, DataError::UnknownLabel { label, line: Some(3), known, .. }
@@ -202,7 +198,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let val = write(&dir, "val.csv", "text,label\nc,pos\n");
         let map = LabelMap::new(vec!["neg".into(), "pos".into()]).unwrap();
-        let opts = LoadOptions { label_map: Some(map.clone()), ..LoadOptions::default() };
+        let opts = ReadOptions { label_map: Some(map.clone()), ..ReadOptions::default() };
         let ds = load(&val, &opts).unwrap();
         assert_eq!(ds.labels, map);
         assert_eq!(ds.class_counts(), [0, 1]);
@@ -223,15 +219,15 @@ mod tests {
         };
         let path = dir.path().join("split.csv");
         write_csv(&ds, &path).unwrap();
-        assert!(!dir.path().join("split.csv.tmp").exists());
-        let back = load(&path, &LoadOptions::default()).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "a temporary file was left behind");
+        let back = load(&path, &ReadOptions::default()).unwrap();
         assert_eq!(back, ds);
-        let with_map = LoadOptions { label_map: Some(ds.labels.clone()), ..LoadOptions::default() };
+        let with_map = ReadOptions { label_map: Some(ds.labels.clone()), ..ReadOptions::default() };
         assert_eq!(load(&path, &with_map).unwrap(), ds);
         // Writing again replaces the file.
         let smaller = ds.subset(&[0, 1, 2]);
         write_csv(&smaller, &path).unwrap();
-        assert_eq!(load(&path, &LoadOptions::default()).unwrap(), smaller);
+        assert_eq!(load(&path, &ReadOptions::default()).unwrap(), smaller);
     }
 
     #[test]

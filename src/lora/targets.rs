@@ -81,6 +81,26 @@ pub enum TargetModules {
     AllLinear,
 }
 
+impl std::str::FromStr for TargetModules {
+    type Err = Error;
+    /// The command-line form: `all-linear`, `re:REGEX`, or comma-separated module names.
+    fn from_str(t: &str) -> Result<Self> {
+        Ok(match t {
+            "all-linear" => TargetModules::AllLinear,
+            _ if t.starts_with("re:") => TargetModules::Regex(t[3..].to_string()),
+            _ => {
+                let names: Vec<String> = t.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+                if names.is_empty() {
+                    return Err(Error::InvalidOption(format!(
+                        "--target-modules {t:?} names no module; give names like q_lin,v_lin, re:REGEX or all-linear"
+                    )));
+                }
+                TargetModules::Names(names)
+            }
+        })
+    }
+}
+
 /// PEFT's rule for a list entry: exact name or a dotted suffix.
 pub fn name_matches(module: &str, entry: &str) -> bool {
     module == entry || module.ends_with(&format!(".{entry}"))
@@ -172,6 +192,14 @@ mod tests {
         let e = TargetModules::Names(vec!["q_lin".into()]).resolve(&m).unwrap_err().to_string();
         assert!(e.contains("q_lin") && e.contains("attention.self.query"), "{e}");
         assert!(TargetModules::Flags(SeedFlags::default()).resolve(&m).is_err());
+    }
+
+    #[test]
+    fn parses_the_command_line_forms() {
+        assert_eq!("all-linear".parse::<TargetModules>().unwrap(), TargetModules::AllLinear);
+        assert_eq!("re:.*query".parse::<TargetModules>().unwrap(), TargetModules::Regex(".*query".into()));
+        assert_eq!(" q_lin, v_lin ,".parse::<TargetModules>().unwrap(), TargetModules::Names(vec!["q_lin".into(), "v_lin".into()]));
+        assert!(",".parse::<TargetModules>().is_err());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `LinearWithLora`: a linear layer (weight [out, in], bias [out]) that may carry a LoRA update.
 //! Frozen base weights get no gradient buffer, so their backward is the input gradient alone.
 
+use crate::error::{Error, Result};
 use crate::lora::{LoraLayer, Role};
 use crate::ops::dropout::Dropout;
 use crate::ops::linear::{linear_backward, linear_forward};
@@ -116,7 +117,19 @@ impl Linear {
         }
     }
 
+    /// Checks that merging the LoRA update would give finite weights (PEFT's `safe_merge`).
+    pub fn check_merge(&self) -> Result<()> {
+        if let Some(lora) = self.lora.as_ref().filter(|l| !l.merged) {
+            let bad = self.weight.data.iter().zip(lora.delta_weight()).filter(|(w, d)| !(*w + d).is_finite()).count();
+            if bad > 0 {
+                return Err(Error::NonFiniteMerge { module: self.path.clone(), count: bad });
+            }
+        }
+        Ok(())
+    }
+
     /// Adds the LoRA update into the weight (W += scale·(A·B)ᵀ); forward then skips the branch.
+    /// Callers that must not produce non-finite weights call [`Linear::check_merge`] first.
     pub fn merge(&mut self) {
         if let Some(lora) = self.lora.as_mut().filter(|l| !l.merged) {
             for (w, d) in self.weight.data.iter_mut().zip(lora.delta_weight()) {
@@ -137,25 +150,25 @@ impl Linear {
     }
 }
 
-/// A LayerNorm module: weight and bias over the last dimension.
-#[derive(Clone, Debug)]
-pub struct LayerNorm {
-    /// Module path.
-    pub path: String,
-    /// Scale γ [C].
-    pub weight: Param,
-    /// Shift β [C].
-    pub bias: Param,
-    /// Epsilon added to the variance.
-    pub eps: f32,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lora::LoraConfig;
+    use rand::SeedableRng;
 
-impl LayerNorm {
-    /// A frozen LayerNorm of width `c` (γ = 1, β = 0).
-    pub fn new(path: String, c: usize, eps: f32) -> Self {
-        let mut weight = Param::zeros(format!("{path}.weight"), &[c]);
-        weight.data.fill(1.0);
-        let bias = Param::zeros(format!("{path}.bias"), &[c]);
-        LayerNorm { path, weight, bias, eps }
+    #[test]
+    fn merge_refuses_non_finite_weights_and_changes_nothing() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        let mut lin = Linear::new("m".into(), Role::Query, 3, 2);
+        let mut lora = LoraLayer::new("m", 3, 2, &LoraConfig { r: 2, ..Default::default() }, &mut rng);
+        lora.b.data[1] = f32::INFINITY;
+        lin.lora = Some(lora);
+        let e = lin.check_merge().unwrap_err().to_string();
+        assert!(e.contains("m") && e.contains("non-finite"), "{e}");
+        assert!(lin.weight.data.iter().all(|w| *w == 0.0));
+        lin.lora.as_mut().unwrap().b.data[1] = 0.5;
+        lin.check_merge().unwrap();
+        lin.merge();
+        assert!(lin.weight.data.iter().any(|w| *w != 0.0));
     }
 }

@@ -6,17 +6,11 @@ use std::cell::Cell;
 
 thread_local! {
     static CALLS: Cell<u64> = const { Cell::new(0) };
-    static FLOPS: Cell<u64> = const { Cell::new(0) };
 }
 
 /// Number of matrix products issued from the current thread so far.
 pub fn calls() -> u64 {
     CALLS.with(|c| c.get())
-}
-
-/// Floating-point operations (2·m·n·k per product) issued from the current thread so far.
-pub fn flops() -> u64 {
-    FLOPS.with(|c| c.get())
 }
 
 /// A read-only strided matrix view: element (i, j) lives at `data[i * rs + j * cs]`.
@@ -113,7 +107,6 @@ pub fn matmul(out: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, alpha: f32, beta: f
     }
     let (m, n, k) = (out.rows, out.cols, a.cols);
     CALLS.with(|c| c.set(c.get() + 1));
-    FLOPS.with(|c| c.set(c.get() + 2 * (m * n * k) as u64));
     if m == 0 || n == 0 {
         return;
     }

@@ -2,6 +2,7 @@
 //! outputs first, then output gradients, then saved inputs, then dimensions.
 
 pub mod activation;
+pub mod add;
 pub mod attention;
 pub mod dropout;
 pub mod embedding;

@@ -1,6 +1,8 @@
 //! Hyperparameter sweeps: the search space ([`space`]), the trial storage shared by workers ([`storage`]),
-//! the workers that run trials ([`runner`]), the results ([`report`]), and the error type ([`SweepError`]).
+//! the workers that run trials ([`runner`]), starting and joining a sweep ([`launch`]), the results
+//! ([`report`]), and the error type ([`SweepError`]).
 
+pub mod launch;
 pub mod report;
 pub mod runner;
 pub mod space;
@@ -11,9 +13,13 @@ use std::path::PathBuf;
 /// Shorthand for results whose error is a [`SweepError`].
 pub type Result<T, E = SweepError> = std::result::Result<T, E>;
 
-/// Errors raised while reading a search space or talking to trial storage.
+/// Errors raised while reading a search space, talking to trial storage, or running a trial.
 #[derive(Debug, thiserror::Error)]
 pub enum SweepError {
+    /// A trial's training run (or another library step) failed.
+    #[error(transparent)]
+    Run(#[from] crate::error::Error),
+
     /// A file or folder could not be read, written or created.
     #[error("cannot {action} {}: {source}; check that the path exists and is writable", path.display())]
     Io {
@@ -23,6 +29,15 @@ pub enum SweepError {
         path: PathBuf,
         /// The operating system's error.
         source: std::io::Error,
+    },
+
+    /// The seed's grid CSV (`--seed-grid`) cannot be read.
+    #[error("seed grid {}: {message}; pass ../shared/reference/raschka_grid.csv", path.display())]
+    SeedGrid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
     },
 
     /// A search space file is not valid TOML or JSON, or has a field of the wrong shape.

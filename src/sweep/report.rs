@@ -4,7 +4,7 @@
 
 use super::space::TrialParams;
 use super::storage::{TrialRecord, TrialState};
-use crate::error::{Error, Result};
+use super::{Result, SweepError};
 use crate::plot::{grouped_bars, heatmap, scatter_logx, Series};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -70,13 +70,14 @@ pub fn rows_from_trials(trials: &[TrialRecord]) -> Vec<Row> {
 /// The seed author's grid (raschka_grid.csv: lora_r, lora_alpha, six flags, "90.26%"-style
 /// accuracies, trainable_params).
 pub fn rows_from_seed_grid(path: &Path) -> Result<Vec<Row>> {
-    let mut r = csv::Reader::from_path(path).map_err(|e| Error::Other(format!("cannot read {}: {e}", path.display())))?;
-    let headers = r.headers().map_err(|e| Error::Other(format!("{}: {e}", path.display())))?.clone();
-    let col = |n: &str| headers.iter().position(|h| h == n).ok_or_else(|| Error::Other(format!("{} has no column {n}", path.display())));
+    let bad = |message: String| SweepError::SeedGrid { path: path.to_path_buf(), message };
+    let mut r = csv::Reader::from_path(path).map_err(|e| bad(e.to_string()))?;
+    let headers = r.headers().map_err(|e| bad(e.to_string()))?.clone();
+    let col = |n: &str| headers.iter().position(|h| h == n).ok_or_else(|| bad(format!("no column {n}")));
     let pct = |s: &str| s.trim().trim_end_matches('%').parse::<f64>().map(|v| v / 100.0).ok();
     let mut rows = Vec::new();
     for rec in r.records() {
-        let rec = rec.map_err(|e| Error::Other(format!("{}: {e}", path.display())))?;
+        let rec = rec.map_err(|e| bad(e.to_string()))?;
         let mut params = TrialParams::new();
         params.insert("lora_r".into(), Value::from(rec[col("lora_r")?].parse::<i64>().unwrap_or(0)));
         params.insert("lora_alpha".into(), Value::from(rec[col("lora_alpha")?].parse::<f64>().unwrap_or(0.0)));
@@ -150,7 +151,8 @@ pub fn write_csv(rows: &[Row], path: &Path) -> Result<()> {
     let mut header = vec!["trial".to_string()];
     header.extend(keys.iter().cloned());
     header.extend(["train_acc", "val_acc", "test_acc", "trainable_params", "examples_per_s"].map(String::from));
-    w.write_record(&header).map_err(|e| Error::Other(e.to_string()))?;
+    let bad = |e: csv::Error| SweepError::Io { action: "write", path: path.to_path_buf(), source: std::io::Error::other(e.to_string()) };
+    w.write_record(&header).map_err(bad)?;
     for r in rows {
         let mut rec = vec![r.id.to_string()];
         rec.extend(keys.iter().map(|k| r.params.get(k).map_or(String::new(), |v| v.as_str().map_or(v.to_string(), str::to_string))));
@@ -161,10 +163,14 @@ pub fn write_csv(rows: &[Row], path: &Path) -> Result<()> {
             r.trainable_params.to_string(),
             r.examples_per_s.map_or(String::new(), |v| format!("{v:.2}")),
         ]);
-        w.write_record(&rec).map_err(|e| Error::Other(e.to_string()))?;
+        w.write_record(&rec).map_err(bad)?;
     }
-    let bytes = w.into_inner().map_err(|e| Error::Other(e.to_string()))?;
-    crate::fsutil::write_atomic(path, &bytes)
+    let bytes = w.into_inner().map_err(|e| SweepError::Io {
+        action: "write",
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    Ok(crate::fsutil::write_atomic(path, &bytes)?)
 }
 
 /// Best validation accuracy (in %) per (r, alpha), as heatmap rows (r) and columns (alpha).
@@ -195,7 +201,7 @@ pub fn pictures(rows: &[Row], seed: Option<&[Row]>, out: &Path) -> Result<Vec<Pa
         if cols.is_empty() {
             return Ok(Vec::new());
         }
-        heatmap(&out.join(file), title, "alpha", "rank r", &cols, &ranks, &values)
+        Ok(heatmap(&out.join(file), title, "alpha", "rank r", &cols, &ranks, &values)?)
     };
     let mut scalings: Vec<String> = rows.iter().map(Row::scaling).collect();
     scalings.sort();
@@ -276,7 +282,8 @@ mod tests {
     #[test]
     fn reads_the_seed_grid() {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/raschka_grid.csv");
-        if !p.exists() && std::env::var_os("CI").is_none() {
+        if !p.exists() {
+            crate::ci::missing(&p.display().to_string(), "CI checks out ../shared beside the project");
             return;
         }
         let rows = rows_from_seed_grid(&p).unwrap();

@@ -5,10 +5,10 @@
 
 use super::space::TrialParams;
 use super::storage::{open_storage, Claim, Storage};
-use crate::error::{Error, Result};
-use crate::lora::{Scaling, SeedFlags, TargetModules};
-use crate::plan::TrainMode;
-use crate::train::{train, Outcome, TrainConfig};
+use super::Result;
+use crate::error::Error;
+use crate::run::TrainConfig;
+use crate::train::{train, Outcome};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,72 +32,12 @@ pub struct WorkerOptions {
     pub heartbeat_every: Duration,
 }
 
-fn flag(p: &TrialParams, name: &str) -> Option<bool> {
-    p.get(name).and_then(Value::as_bool)
-}
-
-fn num(p: &TrialParams, name: &str) -> Option<f64> {
-    p.get(name).and_then(Value::as_f64)
-}
-
-/// The run configuration of one trial: the sweep's base configuration with the trial's values.
+/// The run configuration of one trial: the sweep's base configuration with the trial's values
+/// applied through the option catalogue.
 pub fn trial_config(base: &TrainConfig, p: &TrialParams) -> Result<TrainConfig> {
     let mut c = base.clone();
-    if let Some(v) = num(p, "lora_r") {
-        c.plan.lora.r = v as usize;
-    }
-    if let Some(v) = num(p, "lora_alpha") {
-        c.plan.lora.alpha = v as f32;
-    }
-    if let Some(v) = num(p, "lora_dropout") {
-        c.plan.lora.dropout = v as f32;
-    }
-    if let Some(s) = p.get("scaling").and_then(Value::as_str) {
-        c.plan.lora.scaling = s.parse::<Scaling>()?;
-    }
-    if let Some(s) = p.get("mode").and_then(Value::as_str) {
-        c.plan.mode = s.parse::<TrainMode>()?;
-    }
-    let names = ["lora_query", "lora_key", "lora_value", "lora_projection", "lora_mlp", "lora_head"];
-    if names.iter().any(|n| p.contains_key(*n)) {
-        let mut f = match &c.plan.targets {
-            TargetModules::Flags(f) => *f,
-            _ => SeedFlags::default(),
-        };
-        let set = |slot: &mut bool, n: &str| {
-            if let Some(v) = flag(p, n) {
-                *slot = v;
-            }
-        };
-        set(&mut f.query, "lora_query");
-        set(&mut f.key, "lora_key");
-        set(&mut f.value, "lora_value");
-        set(&mut f.projection, "lora_projection");
-        set(&mut f.mlp, "lora_mlp");
-        set(&mut f.head, "lora_head");
-        c.plan.targets = TargetModules::Flags(f);
-    }
-    if let Some(v) = num(p, "lr") {
-        c.optimizer.lr = v as f32;
-    }
-    if let Some(v) = num(p, "weight_decay") {
-        c.optimizer.weight_decay = v as f32;
-    }
-    if let Some(v) = num(p, "warmup_ratio") {
-        c.schedule.warmup_ratio = v as f32;
-    }
-    if let Some(v) = num(p, "epochs") {
-        c.epochs = v as u32;
-    }
-    if let Some(v) = num(p, "batch_size") {
-        c.batch_size = v as usize;
-    }
-    if let Some(v) = num(p, "seed") {
-        c.seed = v as u64;
-        c.plan.seed = v as u64;
-    }
-    if let Some(v) = num(p, "max_length") {
-        c.max_length = v as usize;
+    for (name, value) in p {
+        crate::options::apply(&mut c, name, value)?;
     }
     c.validate()?;
     Ok(c)
@@ -213,6 +153,7 @@ pub fn work(base: &TrainConfig, opts: &WorkerOptions, stop: &Arc<AtomicBool>, lo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lora::{Scaling, SeedFlags, TargetModules};
 
     #[test]
     fn trial_values_override_the_base() {

@@ -1,15 +1,11 @@
-//! Training: the run's configuration, data, batching, optimizer, loop, evaluation, checkpoints
-//! and plots.
+//! Training: one step ([`step`]: forward, loss, backward, optimizer — shared with the benchmark),
+//! the loop around it ([`run`]: epochs, validation, best and resumable checkpoints, progress), the
+//! learning curves ([`plot`]) and the export of a finished run ([`export`]).
 
-pub mod batches;
-pub mod config;
-pub mod data;
-pub mod evaluate;
-pub mod optim;
+pub mod export;
 pub mod plot;
 pub mod run;
-pub mod state;
-pub mod trained;
+pub mod step;
 
-pub use config::{DataSource, TrainConfig};
 pub use run::{train, Outcome, Summary};
+pub use step::{StepReport, Stepper};

@@ -1,8 +1,8 @@
 //! A run's curves: training loss (smoothed) and validation accuracy, as PNG and SVG.
 
-use super::state::Record;
 use crate::error::Result;
 use crate::plot::{line_chart, Series};
+use crate::run::checkpoint::Record;
 use std::path::Path;
 
 /// Writes loss.{png,svg} and accuracy.{png,svg} into `run_dir`.

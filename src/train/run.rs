@@ -1,25 +1,24 @@
-//! The training loop: batches → forward → cross-entropy → backward → clip → Adam, with
-//! validation each epoch (keeping the best checkpoint, as the seed's ModelCheckpoint on val_acc
-//! does), resumable checkpoints, a progress bar, and the run's summary.
+//! The training loop: batches → [`Stepper::step`] → validation each epoch (keeping the best
+//! checkpoint, as the seed's ModelCheckpoint on val_acc does), resumable checkpoints, a progress
+//! bar, and the run's summary.
 
-use super::batches::Batching;
-use super::config::TrainConfig;
-use super::data::{prepare, RunData};
-use super::evaluate::{metrics, predict_logits, Metrics};
-use super::optim::{clip_grad_norm, Adam};
-use super::state::{self, Progress, Record};
+use super::step::Stepper;
+use crate::data::batch::{Batching, Encoded};
+use crate::data::{RunData, RunSplits};
 use crate::error::{Error, Result};
 use crate::fsutil::write_json;
+use crate::infer::{evaluate, Metrics};
 use crate::lora::Scaling;
-use crate::model::load::LoadOptions;
-use crate::model::{Activations, Mode, Model};
-use crate::ops::loss::cross_entropy;
+use crate::model::{Model, Pass};
+use crate::optim::Adam;
 use crate::plan::TrainMode;
+use crate::run::checkpoint::{self, Progress, Record};
+use crate::run::{build_model, RunDir, TrainConfig};
 use crate::tokenize::Tokenizer;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
-use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::io::{IsTerminal, Write};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -66,54 +65,22 @@ pub enum Outcome {
     },
 }
 
-/// Run-folder paths.
-pub struct RunDir(pub PathBuf);
-
-impl RunDir {
-    /// config.json.
-    pub fn config(&self) -> PathBuf {
-        self.0.join("config.json")
+/// The run's configuration: read back from the folder when resuming; otherwise validated and
+/// recorded in a new folder.
+fn start(cfg: &TrainConfig, dir: &RunDir, resume: bool) -> Result<TrainConfig> {
+    if resume {
+        return crate::fsutil::read_json::<TrainConfig>(&dir.config(), "run config.json");
     }
-    /// The resumable checkpoint.
-    pub fn checkpoint(&self) -> PathBuf {
-        self.0.join("checkpoint.safetensors")
+    cfg.validate()?;
+    if dir.config().exists() {
+        return Err(Error::InvalidOption(format!(
+            "{} already holds a run; continue it with --resume {0}, or choose another --out",
+            dir.0.display()
+        )));
     }
-    /// The best-validation trainable weights.
-    pub fn best(&self) -> PathBuf {
-        self.0.join("best.safetensors")
-    }
-    /// metrics.jsonl.
-    pub fn metrics(&self) -> PathBuf {
-        self.0.join("metrics.jsonl")
-    }
-    /// summary.json.
-    pub fn summary(&self) -> PathBuf {
-        self.0.join("summary.json")
-    }
-}
-
-/// Builds the run's model: base weights, head, what trains (and an initial adapter, if any).
-pub fn build_model(cfg: &TrainConfig, num_labels: usize) -> Result<Model> {
-    let (mut model, _) = Model::from_pretrained(&cfg.model, &LoadOptions { head: cfg.head, num_labels: Some(num_labels), seed: cfg.seed })?;
-    cfg.plan.apply(&mut model)?;
-    if let Some(dir) = &cfg.init_adapter {
-        crate::adapter::load_into(dir, &mut model)?;
-    }
-    Ok(model)
-}
-
-/// Evaluates `model` on tokenised examples.
-pub fn evaluate(
-    model: &Model,
-    acts: &mut Activations,
-    ids: &[Vec<u32>],
-    labels: &[usize],
-    names: &[String],
-    batch_size: usize,
-    pad_id: u32,
-) -> Metrics {
-    let logits = predict_logits(model, acts, ids, batch_size, pad_id, &mut |_| {});
-    metrics(&logits, labels, names)
+    std::fs::create_dir_all(&dir.0).map_err(|e| Error::io("create directory", &dir.0, e))?;
+    write_json(&dir.config(), cfg)?;
+    Ok(cfg.clone())
 }
 
 fn warn_large_scale(cfg: &TrainConfig, log: &dyn Fn(&str)) {
@@ -126,35 +93,114 @@ fn warn_large_scale(cfg: &TrainConfig, log: &dyn Fn(&str)) {
     }
 }
 
+/// The warning for an evaluation that predicts one class for every example (a diverged run).
+fn collapse_warning(m: &Metrics) -> Option<String> {
+    let predicted: std::collections::BTreeSet<usize> =
+        m.confusion.iter().flat_map(|r| r.iter().enumerate()).filter(|(_, c)| **c > 0).map(|(j, _)| j).collect();
+    if predicted.len() != 1 || m.n == 0 {
+        return None;
+    }
+    let majority = m.confusion.iter().map(|row| row.iter().sum::<usize>()).max().unwrap_or(0);
+    Some(format!(
+        "warning: every validation example is predicted as one class ({:.2}% = the majority rate {:.2}%); training may have diverged: lower --lr or the LoRA scale",
+        100.0 * m.accuracy,
+        100.0 * majority as f64 / m.n as f64
+    ))
+}
+
+fn progress_bar(total_steps: u64, done: u64) -> ProgressBar {
+    let bar = if std::io::stderr().is_terminal() { ProgressBar::new(total_steps) } else { ProgressBar::hidden() };
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} steps, {elapsed} elapsed, ETA {eta}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    bar.set_position(done);
+    bar
+}
+
+/// A run in progress: everything the loop needs between steps.
+struct Session<'a> {
+    cfg: TrainConfig,
+    dir: RunDir,
+    model: Model,
+    opt: Adam,
+    progress: Progress,
+    stepper: Stepper,
+    names: Vec<String>,
+    pad_id: u32,
+    metrics: std::fs::File,
+    log: &'a dyn Fn(&str),
+}
+
+impl Session<'_> {
+    /// Appends a record to metrics.jsonl and the history.
+    fn record(&mut self, r: Record) -> Result<()> {
+        writeln!(self.metrics, "{}", serde_json::to_string(&r).expect("serialisable"))
+            .map_err(|e| Error::io("write", self.dir.metrics(), e))?;
+        self.progress.history.push(r);
+        Ok(())
+    }
+
+    /// Evaluates on validation, logs, and keeps the weights when they are the best so far.
+    fn validate(&mut self, val: &Encoded, epoch: u32, bar: &ProgressBar) -> Result<()> {
+        let m = evaluate(&self.model, &mut self.stepper.acts, &val.ids, &val.labels, &self.names, self.cfg.eval_batch_size, self.pad_id);
+        let step = self.progress.step;
+        self.record(Record::Eval { step, epoch: epoch + 1, split: "val".into(), accuracy: m.accuracy, loss: m.loss })?;
+        let line = format!("step {step} epoch {}: val accuracy {:.2}% (loss {:.4})", epoch + 1, 100.0 * m.accuracy, m.loss);
+        bar.suspend(|| (self.log)(&line));
+        if let Some(warn) = collapse_warning(&m) {
+            bar.suspend(|| (self.log)(&warn));
+        }
+        if self.progress.best_val.is_none_or(|b| m.accuracy > b) {
+            self.progress.best_val = Some(m.accuracy);
+            self.progress.best_epoch = epoch + 1;
+            self.progress.best_step = step;
+            checkpoint::save(&self.dir.best(), &mut self.model, None, None)?;
+        }
+        Ok(())
+    }
+
+    /// Metrics of the best checkpoint on every split.
+    fn final_metrics(&mut self, splits: &RunSplits) -> Result<Vec<(String, Metrics)>> {
+        checkpoint::load(&self.dir.best(), &mut self.model, None)?;
+        let mut out = Vec::new();
+        for (name, enc) in [("train", Some(&splits.train)), ("val", Some(&splits.val)), ("test", splits.test.as_ref())] {
+            if let Some(enc) = enc {
+                let m = evaluate(
+                    &self.model,
+                    &mut self.stepper.acts,
+                    &enc.ids,
+                    &enc.labels,
+                    &self.names,
+                    self.cfg.eval_batch_size,
+                    self.pad_id,
+                );
+                out.push((name.to_string(), m));
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Trains (or resumes) the run in `run_dir`. `log` receives human-readable lines; `stop` is
 /// polled after every step (set it from a Ctrl-C handler).
 pub fn train(cfg: &TrainConfig, run_dir: &Path, resume: bool, stop: &AtomicBool, log: &dyn Fn(&str)) -> Result<Outcome> {
-    let start = Instant::now();
+    let start_time = Instant::now();
     let dir = RunDir(run_dir.to_path_buf());
-    let cfg = if resume {
-        crate::fsutil::read_json::<TrainConfig>(&dir.config(), "run config.json")?
-    } else {
-        cfg.validate()?;
-        if dir.config().exists() {
-            return Err(Error::InvalidOption(format!(
-                "{} already holds a run; continue it with --resume {0}, or choose another --out",
-                run_dir.display()
-            )));
-        }
-        std::fs::create_dir_all(run_dir).map_err(|e| Error::io("create directory", run_dir, e))?;
-        write_json(&dir.config(), cfg)?;
-        cfg.clone()
-    };
+    let cfg = start(cfg, &dir, resume)?;
     let tokenizer = Tokenizer::from_model_dir(&cfg.model, cfg.max_length)?;
-    let RunData { labels, train, val, test, mean_train_tokens } = prepare(&cfg, run_dir, &tokenizer)?;
-    let names = labels.names().to_vec();
+    let data = RunData { source: &cfg.data, text_column: &cfg.text_column, label_column: &cfg.label_column, seed: cfg.seed };
+    let min_train = if cfg.drop_last { cfg.batch_size } else { 0 };
+    let splits = data.prepare(run_dir, &tokenizer, cfg.limit_train, min_train)?;
+    let names = splits.labels.names().to_vec();
     let mut model = build_model(&cfg, names.len())?;
     let (trainable, total) = model.param_counts();
     log(&format!(
         "{} train / {} val / {} test examples, {} classes; {} of {} parameters train",
-        train.len(),
-        val.len(),
-        test.as_ref().map_or(0, |t| t.len()),
+        splits.train.len(),
+        splits.val.len(),
+        splits.test.as_ref().map_or(0, |t| t.len()),
         names.len(),
         trainable,
         total
@@ -164,129 +210,66 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, resume: bool, stop: &AtomicBool,
     let mut opt = Adam::new(cfg.optimizer);
     let mut progress = Progress::default();
     if resume && dir.checkpoint().exists() {
-        progress = state::load(&dir.checkpoint(), &mut model, Some(&mut opt))?.unwrap_or_default();
+        progress = checkpoint::load(&dir.checkpoint(), &mut model, Some(&mut opt))?.unwrap_or_default();
         log(&format!("resumed at step {} (epoch {}, batch {})", progress.step, progress.epoch + 1, progress.batch_in_epoch));
     }
-    state::write_metrics(&dir.metrics(), &progress.history)?;
+    checkpoint::write_metrics(&dir.metrics(), &progress.history)?;
     let wall0 = progress.wall_seconds;
-
-    let batching = Batching { batch_size: cfg.batch_size, drop_last: cfg.drop_last, bucket: cfg.bucket };
-    let per_epoch = batching.batches_per_epoch(train.len()) as u64;
-    let total_steps = per_epoch * cfg.epochs as u64;
-    let lengths: Vec<usize> = train.ids.iter().map(Vec::len).collect();
-    let pad_to = cfg.pad_to_max_length.then_some(cfg.max_length);
+    let metrics = std::fs::OpenOptions::new().append(true).open(dir.metrics()).map_err(|e| Error::io("open", dir.metrics(), e))?;
     let pad_id = tokenizer.pad_id;
-    let bar = if std::io::stderr().is_terminal() { ProgressBar::new(total_steps) } else { ProgressBar::hidden() };
-    bar.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} steps, {elapsed} elapsed, ETA {eta}")
-            .expect("template")
-            .progress_chars("=> "),
-    );
-    bar.set_position(progress.step);
-    let mut acts = Activations::default();
-    let mut dlogits = Vec::new();
-    let mut metrics_file = std::fs::OpenOptions::new().append(true).open(dir.metrics()).map_err(|e| Error::io("open", dir.metrics(), e))?;
+    let mut s = Session { cfg, dir, model, opt, progress, stepper: Stepper::default(), names, pad_id, metrics, log };
+
+    let cfg = s.cfg.clone();
+    let batching = Batching { batch_size: cfg.batch_size, drop_last: cfg.drop_last, bucket: cfg.bucket };
+    let total_steps = batching.batches_per_epoch(splits.train.len()) as u64 * cfg.epochs as u64;
+    let lengths: Vec<usize> = splits.train.ids.iter().map(Vec::len).collect();
+    let pad_to = cfg.pad_to_max_length.then_some(cfg.max_length);
+    let bar = progress_bar(total_steps, s.progress.step);
     let mut last_log = Instant::now();
     let (mut window_loss, mut window_n) = (0.0f64, 0usize);
 
-    let record = |progress: &mut Progress, r: Record, file: &mut std::fs::File| -> Result<()> {
-        use std::io::Write;
-        writeln!(file, "{}", serde_json::to_string(&r).expect("serialisable")).map_err(|e| Error::io("write", dir.metrics(), e))?;
-        progress.history.push(r);
-        Ok(())
-    };
-
-    while progress.epoch < cfg.epochs {
-        let epoch = progress.epoch;
+    while s.progress.epoch < cfg.epochs {
+        let epoch = s.progress.epoch;
         let batches = batching.epoch(&lengths, cfg.seed, epoch as u64);
-        while progress.batch_in_epoch < batches.len() {
+        while s.progress.batch_in_epoch < batches.len() {
             let t0 = Instant::now();
-            let batch = train.batch(&batches[progress.batch_in_epoch], pad_to, pad_id);
-            let mode = Mode::Train { seed: cfg.seed, step: progress.step };
-            let k = names.len();
-            let logits = model.forward(&batch, &mut acts, mode);
-            dlogits.resize(batch.len() * k, 0.0);
-            let loss = cross_entropy(&mut dlogits, logits, &batch.labels, k);
-            if !loss.is_finite() {
-                return Err(Error::NonFiniteLoss { loss, step: progress.step + 1 });
-            }
-            acts.grad.dlogits[..dlogits.len()].copy_from_slice(&dlogits);
-            // Gradients are zero here: fresh, or zeroed by the previous optimizer step.
-            model.backward(&batch, &mut acts, mode);
-            let mut params = model.params_mut();
-            if let Some(max) = cfg.clip_grad_norm {
-                clip_grad_norm(&mut params, max);
-            }
-            let lr = cfg.optimizer.lr * cfg.schedule.factor(progress.step, total_steps);
-            opt.step(&mut params, lr);
-            drop(params);
-            progress.step += 1;
-            progress.batch_in_epoch += 1;
-            progress.examples += batch.len() as u64;
-            progress.train_seconds += t0.elapsed().as_secs_f64();
-            let step = progress.step;
-            record(&mut progress, Record::Step { step, epoch: epoch + 1, loss, lr }, &mut metrics_file)?;
-            (window_loss, window_n) = (window_loss + loss as f64, window_n + 1);
-            let rate = progress.examples as f64 / progress.train_seconds.max(1e-9);
-            bar.set_message(format!("epoch {}/{} loss {:.4} {:.1} ex/s", epoch + 1, cfg.epochs, window_loss / window_n as f64, rate));
-            bar.set_position(progress.step);
+            let batch = splits.train.batch(&batches[s.progress.batch_in_epoch], pad_to, pad_id);
+            let pass = Pass::Train { seed: cfg.seed, step: s.progress.step };
+            let lr = cfg.optimizer.lr * cfg.schedule.factor(s.progress.step, total_steps);
+            let report = s.stepper.step(&mut s.model, &batch, pass, &mut s.opt, lr, cfg.clip_grad_norm)?;
+            let p = &mut s.progress;
+            p.step += 1;
+            p.batch_in_epoch += 1;
+            p.examples += batch.len() as u64;
+            p.train_seconds += t0.elapsed().as_secs_f64();
+            let step = p.step;
+            let rate = p.examples as f64 / p.train_seconds.max(1e-9);
+            s.record(Record::Step { step, epoch: epoch + 1, loss: report.loss, lr })?;
+            (window_loss, window_n) = (window_loss + report.loss as f64, window_n + 1);
+            let mean = window_loss / window_n as f64;
+            bar.set_message(format!("epoch {}/{} loss {mean:.4} {rate:.1} ex/s", epoch + 1, cfg.epochs));
+            bar.set_position(step);
             if bar.is_hidden() && last_log.elapsed().as_secs() >= 30 {
-                log(&format!(
-                    "step {}/{} epoch {}/{} loss {:.4} {:.1} ex/s",
-                    progress.step,
-                    total_steps,
-                    epoch + 1,
-                    cfg.epochs,
-                    window_loss / window_n as f64,
-                    rate
-                ));
+                log(&format!("step {step}/{total_steps} epoch {}/{} loss {mean:.4} {rate:.1} ex/s", epoch + 1, cfg.epochs));
                 last_log = Instant::now();
                 (window_loss, window_n) = (0.0, 0);
             }
-            let end_of_epoch = progress.batch_in_epoch == batches.len();
-            if end_of_epoch || cfg.eval_every.is_some_and(|n| progress.step % n == 0) {
-                let m = evaluate(&model, &mut acts, &val.ids, &val.labels, &names, cfg.eval_batch_size, pad_id);
-                let step = progress.step;
-                record(
-                    &mut progress,
-                    Record::Eval { step, epoch: epoch + 1, split: "val".into(), accuracy: m.accuracy, loss: m.loss },
-                    &mut metrics_file,
-                )?;
-                let majority = m.confusion.iter().map(|row| row.iter().sum::<usize>()).max().unwrap_or(0);
-                let one_class = m
-                    .confusion
-                    .iter()
-                    .flat_map(|r| r.iter().enumerate())
-                    .filter(|(_, c)| **c > 0)
-                    .map(|(j, _)| j)
-                    .collect::<std::collections::BTreeSet<_>>()
-                    .len()
-                    == 1;
-                let line =
-                    format!("step {} epoch {}: val accuracy {:.2}% (loss {:.4})", progress.step, epoch + 1, 100.0 * m.accuracy, m.loss);
-                bar.suspend(|| log(&line));
-                if one_class && m.n > 0 {
-                    let warn = format!("warning: every validation example is predicted as one class ({:.2}% = the majority rate {:.2}%); training may have diverged: lower --lr or the LoRA scale", 100.0 * m.accuracy, 100.0 * majority as f64 / m.n as f64);
-                    bar.suspend(|| log(&warn));
-                }
-                if progress.best_val.is_none_or(|b| m.accuracy > b) {
-                    progress.best_val = Some(m.accuracy);
-                    progress.best_epoch = epoch + 1;
-                    progress.best_step = progress.step;
-                    state::save(&dir.best(), &mut model, None, None)?;
-                }
+            let end_of_epoch = s.progress.batch_in_epoch == batches.len();
+            if end_of_epoch || cfg.eval_every.is_some_and(|n| step.is_multiple_of(n)) {
+                s.validate(&splits.val, epoch, &bar)?;
             }
             if end_of_epoch {
-                progress.epoch += 1;
-                progress.batch_in_epoch = 0;
+                s.progress.epoch += 1;
+                s.progress.batch_in_epoch = 0;
             }
-            if end_of_epoch || progress.step % cfg.checkpoint_every == 0 || stop.load(Ordering::SeqCst) {
-                progress.wall_seconds = wall0 + start.elapsed().as_secs_f64();
-                state::save(&dir.checkpoint(), &mut model, Some(&opt), Some(&progress))?;
+            let stopping = stop.load(Ordering::SeqCst);
+            if end_of_epoch || step.is_multiple_of(cfg.checkpoint_every) || stopping {
+                s.progress.wall_seconds = wall0 + start_time.elapsed().as_secs_f64();
+                checkpoint::save(&s.dir.checkpoint(), &mut s.model, Some(&s.opt), Some(&s.progress))?;
             }
-            if stop.load(Ordering::SeqCst) {
+            if stopping {
                 bar.abandon();
-                return Ok(Outcome::Interrupted { step: progress.step });
+                return Ok(Outcome::Interrupted { step });
             }
             if end_of_epoch {
                 break;
@@ -296,33 +279,40 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, resume: bool, stop: &AtomicBool,
     bar.finish_and_clear();
 
     // Report the best-validation checkpoint, as the seed does.
-    state::load(&dir.best(), &mut model, None)?;
-    let mut splits = Vec::new();
-    for (name, enc) in [("train", Some(&train)), ("val", Some(&val)), ("test", test.as_ref())] {
-        if let Some(enc) = enc {
-            splits.push((name.to_string(), evaluate(&model, &mut acts, &enc.ids, &enc.labels, &names, cfg.eval_batch_size, pad_id)));
-        }
-    }
-    let acc = |s: &str| splits.iter().find(|(n, _)| n == s).map(|(_, m)| m.accuracy);
+    let metrics = s.final_metrics(&splits)?;
+    let acc = |name: &str| metrics.iter().find(|(n, _)| n == name).map(|(_, m)| m.accuracy);
+    let p = &s.progress;
     let summary = Summary {
         train_acc: acc("train").unwrap_or(0.0),
         val_acc: acc("val").unwrap_or(0.0),
         test_acc: acc("test"),
-        best_epoch: progress.best_epoch,
-        best_step: progress.best_step,
+        best_epoch: p.best_epoch,
+        best_step: p.best_step,
         trainable_params: trainable,
         total_params: total,
-        steps: progress.step,
-        train_seconds: progress.train_seconds,
-        wall_seconds: wall0 + start.elapsed().as_secs_f64(),
-        examples_per_s: progress.examples as f64 / progress.train_seconds.max(1e-9),
-        mean_train_tokens,
-        splits,
+        steps: p.step,
+        train_seconds: p.train_seconds,
+        wall_seconds: wall0 + start_time.elapsed().as_secs_f64(),
+        examples_per_s: p.examples as f64 / p.train_seconds.max(1e-9),
+        mean_train_tokens: splits.mean_train_tokens,
+        splits: metrics,
     };
-    write_json(&dir.summary(), &summary)?;
-    super::plot::curves(&progress.history, run_dir)?;
-    if let Err(e) = crate::adapter::export_run(run_dir, &cfg, &model, &labels, &tokenizer) {
+    write_json(&s.dir.summary(), &summary)?;
+    super::plot::curves(&s.progress.history, run_dir)?;
+    if let Err(e) = super::export::export_run(run_dir, &cfg, &s.model, &splits.labels, &tokenizer) {
         log(&format!("warning: could not export the adapter: {e}"));
     }
     Ok(Outcome::Finished(Box::new(summary)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collapse_is_one_predicted_class() {
+        let m = |confusion: Vec<Vec<usize>>| Metrics { accuracy: 0.6, loss: 0.0, n: 10, confusion, per_class: vec![] };
+        assert!(collapse_warning(&m(vec![vec![6, 0], vec![4, 0]])).unwrap().contains("60.00%"));
+        assert!(collapse_warning(&m(vec![vec![5, 1], vec![2, 2]])).is_none());
+    }
 }

@@ -2,7 +2,7 @@
 //! from the reference split, a tiny random BERT model folder, and running the binary.
 #![allow(dead_code)]
 
-use lowrank::config::ModelConfig;
+use lowrank::model::ModelConfig;
 use lowrank::model::{HeadKind, Model};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
@@ -57,7 +57,7 @@ pub fn tiny_bert(dir: &Path) -> PathBuf {
         }
     }
     let out = dir.join("tiny-bert");
-    lowrank::adapter::write_model_folder(&model, &out, &["negative".into(), "positive".into()], &minilm()).unwrap();
+    lowrank::model::save::write_model_folder(&model, &out, &["negative".into(), "positive".into()], &minilm()).unwrap();
     out
 }
 

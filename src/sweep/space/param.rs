@@ -1,58 +1,21 @@
-//! The train options a search space may vary: each one's accepted values ([`Kind`], the
-//! [`KNOWN`] catalogue), how a parameter's values are written ([`ParamSpec`]: a value, a list or a
-//! range) and the validation that turns a space file's entry into one, with messages that name
-//! the parameter and the fix.
+//! A search space's parameters: how a parameter's values are written ([`ParamSpec`]: a value, a
+//! list or a range) and the validation that turns a space file's entry into one against the train
+//! option it names (from the one catalogue, [`crate::options`]), with messages that name the
+//! parameter and the fix.
 
+use crate::options::{self, check_value, describe, Kind};
 use crate::sweep::{Result, SweepError};
 use rand::rngs::StdRng;
 use rand::Rng;
 use serde_json::Value;
 
-/// What values a train option accepts, for validation.
-#[derive(Clone, Copy, Debug)]
-pub(super) enum Kind {
-    /// `true` or `false`.
-    Bool,
-    /// A whole number at least `min`.
-    Int { min: i64 },
-    /// A number within bounds; `lo_open`/`hi_open` exclude the bound itself.
-    Float { lo: f64, lo_open: bool, hi: f64, hi_open: bool },
-    /// One of a fixed set of strings.
-    Str(&'static [&'static str]),
-}
-
-const ANY_POSITIVE: Kind = Kind::Float { lo: 0.0, lo_open: true, hi: f64::INFINITY, hi_open: true };
-const NON_NEGATIVE: Kind = Kind::Float { lo: 0.0, lo_open: false, hi: f64::INFINITY, hi_open: true };
-
-/// The train options a sweep may vary, with the values each accepts.
-const KNOWN: &[(&str, Kind)] = &[
-    ("lora_r", Kind::Int { min: 1 }),
-    ("lora_alpha", ANY_POSITIVE),
-    ("lora_query", Kind::Bool),
-    ("lora_key", Kind::Bool),
-    ("lora_value", Kind::Bool),
-    ("lora_projection", Kind::Bool),
-    ("lora_mlp", Kind::Bool),
-    ("lora_head", Kind::Bool),
-    ("lr", ANY_POSITIVE),
-    ("epochs", Kind::Int { min: 1 }),
-    ("batch_size", Kind::Int { min: 1 }),
-    ("scaling", Kind::Str(&["raschka", "peft", "rslora"])),
-    ("mode", Kind::Str(&["lora", "last-layers", "full"])),
-    ("weight_decay", NON_NEGATIVE),
-    ("lora_dropout", Kind::Float { lo: 0.0, lo_open: false, hi: 1.0, hi_open: true }),
-    ("warmup_ratio", Kind::Float { lo: 0.0, lo_open: false, hi: 1.0, hi_open: false }),
-    ("seed", Kind::Int { min: 0 }),
-    ("max_length", Kind::Int { min: 1 }),
-];
-
 /// The train option names a search space may use, in a stable order.
 pub fn known_params() -> impl Iterator<Item = &'static str> {
-    KNOWN.iter().map(|(name, _)| *name)
+    options::sweep_names()
 }
 
 fn kind_of(name: &str) -> Option<Kind> {
-    KNOWN.iter().find(|(n, _)| *n == name).map(|(_, k)| *k)
+    options::find(name).filter(|o| o.sweep).map(|o| o.kind)
 }
 
 /// The values one parameter takes.
@@ -179,47 +142,6 @@ pub(super) fn parse_param(origin: &str, name: &str, value: Value) -> Result<Para
             }
         }
         scalar => Ok(ParamSpec::Fixed(check_value(kind, &scalar).map_err(bad)?)),
-    }
-}
-
-fn describe(kind: Kind) -> String {
-    match kind {
-        Kind::Bool => "true or false".into(),
-        Kind::Int { min } => format!("a whole number >= {min}"),
-        Kind::Float { lo, lo_open, hi, hi_open } => {
-            let mut s = format!("a number {} {lo}", if lo_open { ">" } else { ">=" });
-            if hi.is_finite() {
-                s.push_str(&format!(" and {} {hi}", if hi_open { "<" } else { "<=" }));
-            }
-            s
-        }
-        Kind::Str(options) => format!("one of {}", options.iter().map(|o| format!("\"{o}\"")).collect::<Vec<_>>().join(", ")),
-    }
-}
-
-/// Checks one value against its kind and returns it normalised (real numbers as floats).
-fn check_value(kind: Kind, v: &Value) -> std::result::Result<Value, String> {
-    let wrong = || format!("{v} is not valid: it must be {}", describe(kind));
-    match kind {
-        Kind::Bool => v.as_bool().map(Value::Bool).ok_or_else(wrong),
-        Kind::Int { min } => match v.as_i64() {
-            Some(i) if i >= min => Ok(Value::from(i)),
-            _ => Err(wrong()),
-        },
-        Kind::Float { lo, lo_open, hi, hi_open } => {
-            let x = v.as_f64().ok_or_else(wrong)?;
-            let above = if lo_open { x > lo } else { x >= lo };
-            let below = if hi_open { x < hi } else { x <= hi };
-            if x.is_finite() && above && below {
-                Ok(Value::from(x))
-            } else {
-                Err(wrong())
-            }
-        }
-        Kind::Str(options) => match v.as_str() {
-            Some(s) if options.contains(&s) => Ok(Value::from(s)),
-            _ => Err(wrong()),
-        },
     }
 }
 

@@ -236,14 +236,9 @@ mod tests {
         if let Some(url) = std::env::var("LOWRANK_TEST_POSTGRES").ok().filter(|u| !u.is_empty()) {
             return Some(url);
         }
-        let ci = std::env::var("CI").map(|v| !v.is_empty() && v != "0" && v != "false").unwrap_or(false);
-        assert!(
-            !ci,
-            "CI is set but LOWRANK_TEST_POSTGRES is not, so the Postgres storage would go untested; \
-             run `export LOWRANK_TEST_POSTGRES=$(scripts/pg-test-server.sh start)` before cargo test"
-        );
-        eprintln!(
-            "LOWRANK_TEST_POSTGRES is not set: skipping a Postgres storage test (start a server with scripts/pg-test-server.sh start)"
+        crate::ci::missing(
+            "a PostgreSQL server (LOWRANK_TEST_POSTGRES)",
+            "run `export LOWRANK_TEST_POSTGRES=$(scripts/pg-test-server.sh start)` before cargo test",
         );
         None
     }

@@ -59,7 +59,7 @@ impl TensorFile {
 
     /// A float tensor by name, checked against `shape`.
     pub fn f32(&self, name: &str, shape: &[usize]) -> Result<&[f32]> {
-        let t = self.tensors.get(name).ok_or_else(|| Error::Other(format!("tensor {name} is missing from {}", self.path.display())))?;
+        let t = self.tensors.get(name).ok_or_else(|| Error::TensorNotFound { name: name.to_string(), file: self.path.clone() })?;
         if t.shape != shape {
             return Err(Error::ShapeMismatch { name: name.into(), expected: shape.to_vec(), got: t.shape.clone() });
         }

@@ -1,12 +1,12 @@
 //! A finished (or best-so-far) run loaded back from its folder: configuration, labels,
 //! tokenizer, and the model with its best-validation weights.
 
+use super::checkpoint;
 use super::config::TrainConfig;
-use super::run::{build_model, RunDir};
-use super::state;
+use super::RunDir;
 use crate::data::LabelMap;
 use crate::error::{Error, Result};
-use crate::model::Model;
+use crate::model::{LoadOptions, Model};
 use crate::tokenize::Tokenizer;
 use std::path::Path;
 
@@ -32,7 +32,7 @@ pub fn load_trained(run_dir: &Path) -> Result<Trained> {
         )));
     }
     let config: TrainConfig = crate::fsutil::read_json(&dir.config(), "run config.json")?;
-    let labels: LabelMap = crate::fsutil::read_json(&run_dir.join("labels.json"), "labels.json")?;
+    let labels: LabelMap = crate::fsutil::read_json(&dir.labels(), "labels.json")?;
     if !dir.best().exists() {
         return Err(Error::InvalidOption(format!(
             "{} has no best.safetensors yet: the run has not finished an evaluation",
@@ -41,6 +41,17 @@ pub fn load_trained(run_dir: &Path) -> Result<Trained> {
     }
     let tokenizer = Tokenizer::from_model_dir(&config.model, config.max_length)?;
     let mut model = build_model(&config, labels.len())?;
-    state::load(&dir.best(), &mut model, None)?;
+    checkpoint::load(&dir.best(), &mut model, None)?;
     Ok(Trained { config, labels, tokenizer, model })
+}
+
+/// Builds a run's model: base weights, head, what trains (and an initial adapter, if any).
+pub fn build_model(cfg: &TrainConfig, num_labels: usize) -> Result<Model> {
+    let opts = LoadOptions { head: cfg.head, num_labels: Some(num_labels), seed: cfg.seed };
+    let (mut model, _) = Model::from_pretrained(&cfg.model, &opts)?;
+    cfg.plan.apply(&mut model)?;
+    if let Some(dir) = &cfg.init_adapter {
+        crate::adapter::load_into(dir, &mut model)?;
+    }
+    Ok(model)
 }

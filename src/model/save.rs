@@ -1,27 +1,27 @@
 //! Writing a full Hugging Face model folder (config.json with the label map, model.safetensors,
 //! tokenizer files) from a model, e.g. after merging LoRA into the base weights.
 
-use super::{copy_tokenizer_files, write_folder};
-use crate::checkpoint::{self, OutTensor};
+use super::{HeadKind, Model};
 use crate::error::Result;
-use crate::model::{HeadKind, Model};
+use crate::fsutil::{copy_tokenizer_files, write_folder};
+use crate::tensorfile::{self, OutTensor};
 use std::path::Path;
 
-/// Writes `model` (merged or plain) as a *ForSequenceClassification folder into `dir`.
+/// Writes `model` (merged or plain) as a *ForSequenceClassification folder into `dir`; LoRA
+/// that is not merged is folded into the written weights (refused if that is not finite).
 pub fn write_model_folder(model: &Model, dir: &Path, labels: &[String], tokenizer_dir: &Path) -> Result<()> {
-    let mut cfg = model.config.clone();
-    if model.head.kind == HeadKind::DistilBert && cfg.arch != crate::config::Arch::DistilBert {
+    let mut cfg = model.config().clone();
+    if model.head_kind() == HeadKind::DistilBert && cfg.arch != super::Arch::DistilBert {
         cfg = cfg.as_distilbert();
     }
     let config = cfg.to_hf_json(labels);
-    // LoRA that is not merged must be folded into the written weights.
     let mut merged = model.clone();
-    merged.merge_lora();
+    merged.merge_lora()?;
     let params = merged.base_params();
     write_folder(dir, |tmp| {
         let tensors: Vec<OutTensor<'_>> =
             params.iter().map(|p| OutTensor { name: p.name.clone(), shape: p.shape.clone(), data: &p.data }).collect();
-        checkpoint::write(&tmp.join("model.safetensors"), &tensors, &[("format", "pt")])?;
+        tensorfile::write(&tmp.join("model.safetensors"), &tensors, &[("format", "pt")])?;
         crate::fsutil::write_json(&tmp.join("config.json"), &config)?;
         copy_tokenizer_files(tokenizer_dir, tmp)
     })

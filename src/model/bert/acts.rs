@@ -1,11 +1,11 @@
-//! The buffer plan: every activation the forward pass caches for backward, and the scratch the
+//! The BERT family's buffer plan: every activation the forward pass caches for backward, and the scratch the
 //! backward pass works in, grown once to the largest batch seen and then reused (no allocation
 //! in a steady-state training step).
 //!
 //! Dimensions: N packed rows, B sequences, C width, F feed-forward width, K classes.
 
-use super::linear::{grow, LoraScratch};
-use crate::config::ModelConfig;
+use crate::model::config::ModelConfig;
+use crate::model::linear::{grow, LoraScratch};
 
 /// Index of each encoder linear in per-layer arrays.
 pub const Q: usize = 0;
@@ -105,7 +105,7 @@ pub struct GradScratch {
 
 /// All buffers of one model for batches up to the largest seen so far.
 #[derive(Default, Debug)]
-pub struct Activations {
+pub struct BertActs {
     /// Rows in the current batch.
     pub n: usize,
     /// Sequences in the current batch.
@@ -133,7 +133,7 @@ pub struct Activations {
     pub cls_in: Vec<f32>,
 }
 
-impl Activations {
+impl BertActs {
     /// Grows the buffers for a batch of `n` rows, `b` sequences, `probs` attention
     /// probabilities; `train` keeps every layer's cache (for backward), otherwise one is reused.
     pub fn prepare(&mut self, cfg: &ModelConfig, num_labels: usize, n: usize, b: usize, probs: usize, train: bool) {
@@ -187,39 +187,5 @@ impl Activations {
     /// Logits of the last forward pass [B, K].
     pub fn logits(&self, num_labels: usize) -> &[f32] {
         &self.head.logits[..self.b * num_labels]
-    }
-
-    /// Bytes held by all buffers.
-    pub fn bytes(&self) -> usize {
-        let mut total = self.emb_sum.len() + self.emb_mean.len() + self.emb_rstd.len() + self.lora_x.len() + self.probs_drop.len();
-        total += self.hidden.iter().map(Vec::len).sum::<usize>();
-        for l in &self.layers {
-            total += [
-                &l.q,
-                &l.k,
-                &l.v,
-                &l.probs,
-                &l.ctx,
-                &l.attn_res,
-                &l.ln1_mean,
-                &l.ln1_rstd,
-                &l.x1,
-                &l.ffn_pre,
-                &l.ffn_act,
-                &l.ffn_res,
-                &l.ln2_mean,
-                &l.ln2_rstd,
-            ]
-            .iter()
-            .map(|v| v.len())
-            .sum::<usize>();
-            total += l.lora_h.iter().map(Vec::len).sum::<usize>();
-        }
-        let g = &self.grad;
-        total += [&g.d_out, &g.d_a, &g.d_b, &g.d_tmp, &g.d_ffn, &g.d_ctx, &g.dq, &g.dk, &g.dv, &g.probs, &g.lora.dh, &g.lora.x]
-            .iter()
-            .map(|v| v.len())
-            .sum::<usize>();
-        total * 4
     }
 }

@@ -1,34 +1,13 @@
 //! The resolved configuration of a training run: everything that determines its result, written
 //! to the run folder as config.json so a run can be resumed, repeated and compared.
 
-use super::optim::{OptimizerConfig, Schedule};
+use crate::data::DataSource;
 use crate::error::{Error, Result};
 use crate::model::HeadKind;
+use crate::optim::{OptimizerConfig, Schedule};
 use crate::plan::TrainPlan;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
-
-/// Where the examples come from.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DataSource {
-    /// One labelled file (or aclImdb folder), split with the run's seed.
-    Split {
-        /// The file or folder.
-        path: PathBuf,
-        /// Train / validation / test fractions.
-        fractions: (f64, f64, f64),
-    },
-    /// A split brought by the user.
-    Files {
-        /// Training file.
-        train: PathBuf,
-        /// Validation file.
-        val: PathBuf,
-        /// Test file, if any.
-        test: Option<PathBuf>,
-    },
-}
 
 /// Everything that defines a training run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

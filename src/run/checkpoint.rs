@@ -1,11 +1,11 @@
-//! Run-folder state: the resumable checkpoint (trainable tensors, optimizer moments and loop
-//! position in one safetensors file, replaced atomically), the best-validation weights, and the
-//! metrics log.
+//! Checkpoints of a run: the resumable checkpoint (trainable tensors, optimizer moments and loop
+//! position in one safetensors file, replaced atomically), the best-validation weights (the same
+//! file without optimizer and progress), and the metrics log.
 
-use super::optim::Adam;
-use crate::checkpoint::{self, OutTensor, TensorFile};
 use crate::error::{Error, Result};
 use crate::model::Model;
+use crate::optim::Adam;
+use crate::tensorfile::{self, OutTensor, TensorFile};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -82,7 +82,7 @@ pub fn save(path: &Path, model: &mut Model, opt: Option<&Adam>, progress: Option
     let progress_json = progress.map(|p| serde_json::to_string(p).expect("serialisable")).unwrap_or_default();
     let t = opt.map(|o| o.t.to_string()).unwrap_or_default();
     let order = serde_json::to_string(&names).expect("serialisable");
-    checkpoint::write(path, &tensors, &[("format", "lowrank"), ("progress", &progress_json), ("adam_t", &t), ("order", &order)])
+    tensorfile::write(path, &tensors, &[("format", "lowrank"), ("progress", &progress_json), ("adam_t", &t), ("order", &order)])
 }
 
 /// Loads a file written by [`save`] into the model's trainable tensors (and the optimizer);
@@ -96,7 +96,7 @@ pub fn load(path: &Path, model: &mut Model, opt: Option<&mut Adam>) -> Result<Op
     for p in trainable {
         let data = file
             .f32(&format!("param.{}", p.name), &p.shape)
-            .map_err(|e| Error::Other(format!("checkpoint {} does not fit this model: {e}", path.display())))?;
+            .map_err(|e| Error::CheckpointMismatch { path: path.to_path_buf(), message: e.to_string() })?;
         p.data.copy_from_slice(data);
         if has_opt {
             ms.push(file.f32(&format!("adam_m.{}", p.name), &p.shape)?.to_vec());

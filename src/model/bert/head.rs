@@ -4,7 +4,7 @@
 //! Dimensions: B sequences, C width, K classes.
 
 use super::acts::{GradScratch, HeadCache};
-use super::linear::{Linear, LoraScratch};
+use crate::model::linear::{Linear, LoraScratch};
 use crate::ops::activation::Activation;
 use crate::ops::dropout::Dropout;
 use serde::{Deserialize, Serialize};

@@ -1,7 +1,8 @@
 //! Evaluation: logits over a whole split in inference mode, and accuracy, confusion matrix and
 //! per-class precision / recall / F1 from them.
 
-use crate::model::{Activations, Mode, Model};
+use crate::data::batch::Batch;
+use crate::model::{Activations, Model, Pass};
 use crate::ops::loss::cross_entropy;
 use serde::{Deserialize, Serialize};
 
@@ -20,11 +21,25 @@ pub fn predict_logits(
     let idx: Vec<usize> = (0..ids.len()).collect();
     for chunk in idx.chunks(batch_size.max(1)) {
         let seqs: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
-        let batch = crate::batch::Batch::pack(&seqs, None, &[], None, pad_id);
-        out.extend_from_slice(model.forward(&batch, acts, Mode::Infer));
+        let batch = Batch::pack(&seqs, &[], None, pad_id);
+        out.extend_from_slice(model.forward(&batch, acts, Pass::Infer));
         on_batch(chunk.len());
     }
     out
+}
+
+/// Evaluates `model` on tokenised examples (inference mode, `batch_size` at a time).
+pub fn evaluate(
+    model: &Model,
+    acts: &mut Activations,
+    ids: &[Vec<u32>],
+    labels: &[usize],
+    names: &[String],
+    batch_size: usize,
+    pad_id: u32,
+) -> Metrics {
+    let logits = predict_logits(model, acts, ids, batch_size, pad_id, &mut |_| {});
+    metrics(&logits, labels, names)
 }
 
 /// Precision, recall and F1 of one class.

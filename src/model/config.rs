@@ -167,16 +167,16 @@ impl ModelConfig {
         }
         let text = std::fs::read_to_string(&file).map_err(|e| Error::io("read", &file, e))?;
         Self::from_json_str(&text).map_err(|e| match e {
-            Error::Other(message) => Error::Malformed { what: "config.json", path: file.clone(), message },
+            Error::BadConfig(message) => Error::Malformed { what: "config.json", path: file.clone(), message },
             other => other,
         })
     }
 
     /// Parses the text of a config.json.
     pub fn from_json_str(text: &str) -> Result<Self> {
-        let raw: Value = serde_json::from_str(text).map_err(|e| Error::Other(e.to_string()))?;
+        let raw: Value = serde_json::from_str(text).map_err(|e| Error::BadConfig(e.to_string()))?;
         let model_type = raw.get("model_type").and_then(Value::as_str).unwrap_or("");
-        let bad = |e: serde_json::Error| Error::Other(e.to_string());
+        let bad = |e: serde_json::Error| Error::BadConfig(e.to_string());
         let mut cfg = match model_type {
             "distilbert" => {
                 let j: DistilBertJson = serde_json::from_value(raw.clone()).map_err(bad)?;
@@ -230,11 +230,11 @@ impl ModelConfig {
                     raw: Value::Null,
                 }
             }
-            "" => return Err(Error::Other("no \"model_type\" field".into())),
+            "" => return Err(Error::BadConfig("no \"model_type\" field".into())),
             other => return Err(Error::UnsupportedModel(format!("model_type {other:?}"))),
         };
         if cfg.n_heads == 0 || cfg.dim % cfg.n_heads != 0 {
-            return Err(Error::Other(format!("hidden size {} is not divisible by {} attention heads", cfg.dim, cfg.n_heads)));
+            return Err(Error::BadConfig(format!("hidden size {} is not divisible by {} attention heads", cfg.dim, cfg.n_heads)));
         }
         if let Some(map) = raw.get("id2label").and_then(Value::as_object) {
             let mut labels = BTreeMap::new();
@@ -247,11 +247,6 @@ impl ModelConfig {
         }
         cfg.raw = raw;
         Ok(cfg)
-    }
-
-    /// Width of one attention head.
-    pub fn head_dim(&self) -> usize {
-        self.dim / self.n_heads
     }
 
     /// The same network expressed as DistilBERT: token type 0 folded into positions, BERT's

@@ -1,9 +1,79 @@
-//! The order of examples in each epoch: a seeded shuffle per epoch (optionally length-bucketed),
-//! cut into batches, and packing a batch of tokenised examples.
+//! Batches: tokenised examples ([`Encoded`]), the order of an epoch's examples ([`Batching`]: a
+//! seeded shuffle, optionally length-bucketed, cut into batches), and a batch in the packed form
+//! the model takes ([`Batch`]: all sequences' tokens back to back, no padding rows unless asked
+//! for, with each sequence's span, positions and label).
+//!
+//! Dimensions: N packed rows, B sequences.
 
-use crate::batch::Batch;
+use crate::ops::attention::SeqSpan;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
+
+/// Token ids of several sequences packed into one matrix of rows.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Batch {
+    /// Token id of every row, sequences back to back: [N].
+    pub ids: Vec<u32>,
+    /// Position of every row within its sequence: [N].
+    pub positions: Vec<u32>,
+    /// Token type (segment) of every row: [N].
+    pub type_ids: Vec<u32>,
+    /// Where each sequence lives: [B].
+    pub seqs: Vec<SeqSpan>,
+    /// Class id of each sequence (empty for unlabelled inference): [B].
+    pub labels: Vec<usize>,
+}
+
+impl Batch {
+    /// Packs `sequences` (token ids, each already with its special tokens). With `pad_to = Some(L)`
+    /// every sequence is padded with `pad_id` rows up to L (the seed's fixed padding: padding rows
+    /// are computed but never attended to); with `None` no padding row exists at all. Every row
+    /// gets token type 0.
+    pub fn pack(sequences: &[&[u32]], labels: &[usize], pad_to: Option<usize>, pad_id: u32) -> Batch {
+        Self::pack_with_types(sequences, None, labels, pad_to, pad_id)
+    }
+
+    /// [`Batch::pack`] with each sequence's token types (BERT's segments; missing ones are 0).
+    pub fn pack_with_types(
+        sequences: &[&[u32]],
+        type_ids: Option<&[&[u32]]>,
+        labels: &[usize],
+        pad_to: Option<usize>,
+        pad_id: u32,
+    ) -> Batch {
+        let mut b = Batch { labels: labels.to_vec(), ..Default::default() };
+        for (i, seq) in sequences.iter().enumerate() {
+            let len = pad_to.map_or(seq.len(), |p| p.max(seq.len()));
+            b.seqs.push(SeqSpan { start: b.ids.len(), len, valid: seq.len() });
+            for p in 0..len {
+                b.ids.push(seq.get(p).copied().unwrap_or(pad_id));
+                b.positions.push(p as u32);
+                b.type_ids.push(type_ids.and_then(|t| t[i].get(p).copied()).unwrap_or(0));
+            }
+        }
+        b
+    }
+
+    /// Number of rows N (tokens, padding included).
+    pub fn n_tokens(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Number of sequences B.
+    pub fn len(&self) -> usize {
+        self.seqs.len()
+    }
+
+    /// Whether the batch holds no sequence.
+    pub fn is_empty(&self) -> bool {
+        self.seqs.is_empty()
+    }
+
+    /// Number of real (non-padding) tokens.
+    pub fn real_tokens(&self) -> usize {
+        self.seqs.iter().map(|s| s.valid).sum()
+    }
+}
 
 /// Tokenised examples of one split.
 #[derive(Clone, Debug, Default)]
@@ -29,7 +99,7 @@ impl Encoded {
     pub fn batch(&self, idx: &[usize], pad_to: Option<usize>, pad_id: u32) -> Batch {
         let seqs: Vec<&[u32]> = idx.iter().map(|&i| self.ids[i].as_slice()).collect();
         let labels: Vec<usize> = idx.iter().map(|&i| self.labels[i]).collect();
-        Batch::pack(&seqs, None, &labels, pad_to, pad_id)
+        Batch::pack(&seqs, &labels, pad_to, pad_id)
     }
 
     /// Mean number of tokens per example.
@@ -85,6 +155,18 @@ impl Batching {
 mod tests {
     use super::*;
 
+    #[test]
+    fn packs_without_padding_and_with_fixed_padding() {
+        let (a, b) = ([101u32, 7, 102], [101u32, 102]);
+        let p = Batch::pack(&[&a, &b], &[1, 0], None, 0);
+        assert_eq!(p.ids, vec![101, 7, 102, 101, 102]);
+        assert_eq!(p.positions, vec![0, 1, 2, 0, 1]);
+        assert_eq!(p.seqs[1], SeqSpan { start: 3, len: 2, valid: 2 });
+        let f = Batch::pack(&[&a, &b], &[1, 0], Some(4), 0);
+        assert_eq!(f.ids, vec![101, 7, 102, 0, 101, 102, 0, 0]);
+        assert_eq!(f.seqs[1], SeqSpan { start: 4, len: 4, valid: 2 });
+        assert_eq!((f.n_tokens(), f.real_tokens()), (8, 5));
+    }
     #[test]
     fn epochs_are_reproducible_distinct_and_complete() {
         let lengths: Vec<usize> = (0..103).map(|i| i % 17).collect();

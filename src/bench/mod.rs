@@ -5,15 +5,14 @@
 
 pub mod peak;
 
-use crate::batch::Batch;
-use crate::config::ModelConfig;
+use crate::data::batch::Batch;
 use crate::error::{Error, Result};
 use crate::lora::{LoraConfig, Role, Scaling, SeedFlags, TargetModules};
-use crate::model::{Activations, HeadKind, Mode, Model};
+use crate::model::{Activations, Arch, HeadKind, Model, ModelConfig, Pass};
 use crate::ops::gemm::{matmul, MatMut, MatRef, Threads};
-use crate::ops::loss::cross_entropy;
+use crate::optim::{Adam, OptimizerConfig};
 use crate::plan::{TrainMode, TrainPlan};
-use crate::train::optim::{Adam, OptimizerConfig};
+use crate::train::Stepper;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 use serde::Serialize;
@@ -22,9 +21,9 @@ use std::time::Instant;
 /// A built-in model shape, or a path to a config.json.
 pub fn bench_config(name: &str) -> Result<ModelConfig> {
     let text = match name {
-        "distilbert-base" => include_str!("../bench/configs/distilbert-base.json").to_string(),
-        "bert-base" => include_str!("../bench/configs/bert-base.json").to_string(),
-        "minilm-l6" => include_str!("../bench/configs/minilm-l6.json").to_string(),
+        "distilbert-base" => include_str!("../../bench/configs/distilbert-base.json").to_string(),
+        "bert-base" => include_str!("../../bench/configs/bert-base.json").to_string(),
+        "minilm-l6" => include_str!("../../bench/configs/minilm-l6.json").to_string(),
         path => std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?,
     };
     ModelConfig::from_json_str(&text)
@@ -99,7 +98,7 @@ pub fn peak_rss_mb() -> f64 {
 /// frozen linears (input gradient only), 2× for trained base linears, attention and LoRA.
 /// Element-wise work is not counted.
 pub fn analytic_flops(model: &Model, batch: usize, seq: usize, train: bool) -> f64 {
-    let (c, f, k) = (model.config.dim as f64, model.config.ffn_dim as f64, model.num_labels() as f64);
+    let c = model.config().dim as f64;
     let (b, t) = (batch as f64, seq as f64);
     let n = b * t;
     let mut fwd = 0.0;
@@ -115,10 +114,9 @@ pub fn analytic_flops(model: &Model, batch: usize, seq: usize, train: bool) -> f
             bwd += 2.0 * lf;
         }
     }
-    let attn = model.layers.len() as f64 * 2.0 * b * t * t * c * 2.0;
+    let attn = model.config().n_layers as f64 * 2.0 * b * t * t * c * 2.0;
     fwd += attn;
     bwd += 2.0 * attn;
-    let _ = (f, k);
     if train {
         fwd + bwd
     } else {
@@ -177,7 +175,7 @@ fn cpu_name() -> String {
 /// Builds the benchmark model: random N(0, 0.02) weights, LayerNorm γ = 1, what trains per the workload.
 pub fn bench_model(w: &Workload) -> Result<Model> {
     let cfg = bench_config(&w.config)?;
-    let head = if cfg.arch == crate::config::Arch::Bert { HeadKind::Bert } else { HeadKind::DistilBert };
+    let head = if cfg.arch == Arch::Bert { HeadKind::Bert } else { HeadKind::DistilBert };
     let mut model = Model::new(&cfg, head, 2);
     let mut rng = rand::rngs::StdRng::seed_from_u64(w.seed);
     let normal = Normal::new(0.0f32, 0.02).expect("valid");
@@ -219,25 +217,25 @@ pub fn run(w: &Workload) -> Result<BenchResult> {
     let mut model = bench_model(w)?;
     if w.infer {
         // Inference runs on merged weights: the LoRA layers are gone.
-        model.merge_lora();
+        model.merge_lora()?;
         for lin in model.linears_mut() {
             lin.lora = None;
         }
     }
-    let cfg = model.config.clone();
+    let cfg = model.config().clone();
     let mut rng = rand::rngs::StdRng::seed_from_u64(w.seed ^ 1);
     let seqs: Vec<Vec<u32>> = (0..w.batch).map(|_| (0..w.seq).map(|_| rng.random_range(1000..cfg.vocab_size as u32)).collect()).collect();
     let labels: Vec<usize> = (0..w.batch).map(|i| i % 2).collect();
     let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
-    let batch = Batch::pack(&refs, None, &labels, None, 0);
+    let batch = Batch::pack(&refs, &labels, None, 0);
     let mut acts = Activations::default();
+    let mut stepper = Stepper::default();
     let mut opt = Adam::new(OptimizerConfig::default());
-    let mut dl = vec![0.0; w.batch * 2];
     let (mut total, mut fwd, mut bwd, mut optim) = (vec![], vec![], vec![], vec![]);
     for step in 0..w.warmup + w.steps {
-        let t0 = Instant::now();
         if w.infer {
-            model.forward(&batch, &mut acts, Mode::Infer);
+            let t0 = Instant::now();
+            model.forward(&batch, &mut acts, Pass::Infer);
             let dt = t0.elapsed().as_secs_f64();
             if step >= w.warmup {
                 total.push(dt);
@@ -245,23 +243,14 @@ pub fn run(w: &Workload) -> Result<BenchResult> {
             }
             continue;
         }
-        let mode = Mode::Train { seed: w.seed, step: step as u64 };
-        let logits = model.forward(&batch, &mut acts, mode);
-        let loss = cross_entropy(&mut dl, logits, &labels, 2);
-        if !loss.is_finite() {
-            return Err(Error::NonFiniteLoss { loss, step: step as u64 });
-        }
-        acts.grad.dlogits[..dl.len()].copy_from_slice(&dl);
-        let t1 = Instant::now();
-        model.backward(&batch, &mut acts, mode);
-        let t2 = Instant::now();
-        opt.step(&mut model.params_mut(), 5e-5);
-        let t3 = Instant::now();
+        // The training step itself: the one `lowrank train` runs.
+        let pass = Pass::Train { seed: w.seed, step: step as u64 };
+        let r = stepper.step(&mut model, &batch, pass, &mut opt, 5e-5, None)?;
         if step >= w.warmup {
-            fwd.push((t1 - t0).as_secs_f64());
-            bwd.push((t2 - t1).as_secs_f64());
-            optim.push((t3 - t2).as_secs_f64());
-            total.push((t3 - t0).as_secs_f64());
+            fwd.push(r.forward_s);
+            bwd.push(r.backward_s);
+            optim.push(r.optimizer_s);
+            total.push(r.forward_s + r.backward_s + r.optimizer_s);
         }
     }
     let s = stats(&total);
