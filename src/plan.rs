@@ -75,8 +75,7 @@ impl TrainPlan {
             TrainMode::Full => model.base_params_mut().into_iter().for_each(|p| p.set_trainable(true)),
             TrainMode::LastLayers => {
                 for lin in model.head_linears_mut() {
-                    lin.weight.set_trainable(true);
-                    lin.bias.set_trainable(true);
+                    lin.set_base_trainable(true);
                 }
             }
             TrainMode::Lora => {
@@ -94,8 +93,7 @@ impl TrainPlan {
         for entry in &self.modules_to_save {
             let mut found = false;
             for lin in model.linears_mut().into_iter().filter(|l| name_matches(&l.path, entry)) {
-                lin.weight.set_trainable(true);
-                lin.bias.set_trainable(true);
+                lin.set_base_trainable(true);
                 found = true;
             }
             if !found {

@@ -44,7 +44,7 @@ pub fn save_adapter(model: &Model, dir: &Path, info: &AdapterInfo<'_>) -> Result
     let mut rank = None;
     for lin in model.linears() {
         let fresh = model.initialised().contains(&lin.weight.name);
-        let saved_whole = lin.weight.trainable() || lin.bias.trainable() || fresh;
+        let saved_whole = lin.base_trainable() || fresh;
         match &lin.lora {
             Some(l) if l.merged => {
                 return Err(Error::CannotSaveAdapter(format!(
@@ -58,7 +58,9 @@ pub fn save_adapter(model: &Model, dir: &Path, info: &AdapterInfo<'_>) -> Result
                 let mut merged = lin.clone();
                 merged.merge();
                 owned.push((format!("base_model.model.{}", lin.weight.name), lin.weight.shape.clone(), merged.weight.data));
-                owned.push((format!("base_model.model.{}", lin.bias.name), lin.bias.shape.clone(), lin.bias.data.clone()));
+                if let Some(b) = &lin.bias {
+                    owned.push((format!("base_model.model.{}", b.name), b.shape.clone(), b.data.clone()));
+                }
                 to_save.push(lin.path.clone());
             }
             Some(l) => {
@@ -72,16 +74,19 @@ pub fn save_adapter(model: &Model, dir: &Path, info: &AdapterInfo<'_>) -> Result
                 targets.push(lin.path.clone());
             }
             None if saved_whole => {
-                owned.push((format!("base_model.model.{}", lin.weight.name), lin.weight.shape.clone(), lin.weight.data.clone()));
-                owned.push((format!("base_model.model.{}", lin.bias.name), lin.bias.shape.clone(), lin.bias.data.clone()));
+                for p in lin.base_params() {
+                    owned.push((format!("base_model.model.{}", p.name), p.shape.clone(), p.data.clone()));
+                }
                 to_save.push(lin.path.clone());
             }
             None => {}
         }
     }
-    if model.params().iter().any(|p| {
-        p.trainable() && !p.name.contains(".lora_") && !model.linears().iter().any(|l| l.weight.name == p.name || l.bias.name == p.name)
-    }) {
+    if model
+        .params()
+        .iter()
+        .any(|p| p.trainable() && !p.name.contains(".lora_") && !model.linears().iter().any(|l| l.base_params().any(|q| q.name == p.name)))
+    {
         return Err(Error::CannotSaveAdapter(
             "non-linear parameters train (full fine-tuning): export a full model folder instead of an adapter".into(),
         ));

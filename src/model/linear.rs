@@ -40,18 +40,57 @@ pub struct Linear {
     pub role: Role,
     /// Weight [out, in].
     pub weight: Param,
-    /// Bias [out].
-    pub bias: Param,
+    /// Bias [out], when the layer has one.
+    pub bias: Option<Param>,
     /// The LoRA update, when the layer is a target.
     pub lora: Option<LoraLayer>,
 }
 
 impl Linear {
-    /// A frozen zero layer in → out named `path`.
+    /// A frozen zero layer in → out named `path`, with a bias.
     pub fn new(path: String, role: Role, in_dim: usize, out_dim: usize) -> Self {
+        let mut l = Self::without_bias(path, role, in_dim, out_dim);
+        l.bias = Some(Param::zeros(format!("{}.bias", l.path), &[out_dim]));
+        l
+    }
+
+    /// A frozen zero layer in → out named `path`, without a bias.
+    pub fn without_bias(path: String, role: Role, in_dim: usize, out_dim: usize) -> Self {
         let weight = Param::zeros(format!("{path}.weight"), &[out_dim, in_dim]);
-        let bias = Param::zeros(format!("{path}.bias"), &[out_dim]);
-        Linear { path, role, weight, bias, lora: None }
+        Linear { path, role, weight, bias: None, lora: None }
+    }
+
+    /// The base parameters: weight, then bias.
+    pub fn base_params(&self) -> impl Iterator<Item = &Param> {
+        std::iter::once(&self.weight).chain(self.bias.as_ref())
+    }
+
+    /// Whether the weight or the bias trains.
+    pub fn base_trainable(&self) -> bool {
+        self.base_params().any(Param::trainable)
+    }
+
+    /// Whether anything of the layer trains (its weight, bias, or a LoRA update).
+    pub fn trainable(&self) -> bool {
+        self.base_trainable() || self.lora.is_some()
+    }
+
+    /// Appends the weight and bias to `base` and the LoRA A and B (if any) to `loras`.
+    pub fn collect_params_mut<'a>(&'a mut self, base: &mut Vec<&'a mut Param>, loras: &mut Vec<&'a mut Param>) {
+        base.push(&mut self.weight);
+        base.extend(self.bias.as_mut());
+        if let Some(l) = &mut self.lora {
+            loras.push(&mut l.a);
+            loras.push(&mut l.b);
+        }
+    }
+
+    /// Makes the weight and bias trainable or frozen.
+    pub fn set_base_trainable(&mut self, on: bool) {
+        self.weight.set_trainable(on);
+        if let Some(b) = &mut self.bias {
+            b.set_trainable(on);
+        }
     }
 
     /// Input width.
@@ -72,7 +111,7 @@ impl Linear {
     /// y[N,out] = x·Wᵀ + b (+ scale·(x·A)·B, caching x·A in `h`).
     pub fn forward(&self, y: &mut [f32], h: &mut Vec<f32>, x: &[f32], x_drop: &mut Vec<f32>, n: usize, drop: Dropout) {
         let (i, o) = (self.in_dim(), self.out_dim());
-        linear_forward(y, x, &self.weight.data, Some(&self.bias.data), n, i, o);
+        linear_forward(y, x, &self.weight.data, self.bias.as_ref().map(|b| b.data.as_slice()), n, i, o);
         if let Some(lora) = &self.lora {
             grow(h, n * lora.rank());
             if drop.active() {
@@ -102,7 +141,7 @@ impl Linear {
         linear_backward(
             dx.as_deref_mut(),
             weight.grad.as_deref_mut(),
-            bias.grad.as_deref_mut(),
+            bias.as_mut().and_then(|b| b.grad.as_deref_mut()),
             dy,
             x,
             &weight.data,

@@ -14,7 +14,8 @@ pub(crate) fn mark(trainable: bool) -> &'static str {
 
 /// One linear module (with its LoRA, if any).
 pub(crate) fn linear(name: &str, l: &Linear, ind: &str) -> String {
-    let base = format!("Linear(in_features={}, out_features={}, bias=True)", l.in_dim(), l.out_dim());
+    let bias = if l.bias.is_some() { "True" } else { "False" };
+    let base = format!("Linear(in_features={}, out_features={}, bias={bias})", l.in_dim(), l.out_dim());
     match &l.lora {
         None => format!("{ind}({name}): {base}{}\n", mark(l.weight.trainable())),
         Some(lora) => format!(

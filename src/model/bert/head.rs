@@ -62,7 +62,7 @@ impl Head {
 
     /// Whether any head parameter trains.
     pub fn trainable(&self) -> bool {
-        [&self.hidden, &self.classifier].iter().any(|l| l.weight.trainable() || l.bias.trainable() || l.lora.is_some())
+        self.hidden.trainable() || self.classifier.trainable()
     }
 
     /// Forward from the final [CLS] states `cls_hidden[B,C]` to `cache.logits[B,K]`.
@@ -85,7 +85,7 @@ impl Head {
         let c = self.hidden.in_dim();
         let act = self.activation();
         let GradScratch { d_head_a, dlogits, lora, .. } = g;
-        let need_below = d_hidden.is_some() || self.hidden.weight.trainable() || self.hidden.bias.trainable() || self.hidden.lora.is_some();
+        let need_below = d_hidden.is_some() || self.hidden.trainable();
         let lora: &mut LoraScratch = lora;
         self.classifier.backward(
             need_below.then_some(&mut d_head_a[..b * c]),

@@ -49,8 +49,7 @@ pub struct EncoderLayer {
 impl EncoderLayer {
     /// Whether any parameter of the layer trains.
     pub fn trainable(&self) -> bool {
-        self.linears.iter().any(|l| l.weight.trainable() || l.bias.trainable() || l.lora.is_some())
-            || [&self.ln1, &self.ln2].iter().any(|ln| ln.weight.trainable() || ln.bias.trainable())
+        self.linears.iter().any(Linear::trainable) || [&self.ln1, &self.ln2].iter().any(|ln| ln.weight.trainable() || ln.bias.trainable())
     }
 
     /// Forward of `x[N,C]` into `out[Nq,C]`, filling `cache`. Queries (and everything after

@@ -67,7 +67,7 @@ impl Encoder {
         let mut used = BTreeSet::new();
         let mut report = LoadReport::default();
         let head_names: Vec<String> =
-            [&self.head.hidden, &self.head.classifier].iter().flat_map(|l| [l.weight.name.clone(), l.bias.name.clone()]).collect();
+            [&self.head.hidden, &self.head.classifier].iter().flat_map(|l| l.base_params().map(|p| p.name.clone())).collect();
         let mut missing_head = false;
         for p in self.base_params_mut() {
             let mut candidates = vec![p.name.clone()];
@@ -114,7 +114,9 @@ impl Encoder {
             for (lin, new) in [(&mut self.head.hidden, &fresh.head.hidden), (&mut self.head.classifier, &fresh.head.classifier)] {
                 if report.initialised.contains(&lin.weight.name) {
                     lin.weight.data.clone_from(&new.weight.data);
-                    lin.bias.data.clone_from(&new.bias.data);
+                    if let (Some(b), Some(nb)) = (&mut lin.bias, &new.bias) {
+                        b.data.clone_from(&nb.data);
+                    }
                 }
             }
         }
@@ -139,7 +141,9 @@ impl Encoder {
         for (dst, src) in out.layers.iter_mut().zip(self.layers) {
             for (d, s) in dst.linears.iter_mut().zip(src.linears) {
                 d.weight.data = s.weight.data;
-                d.bias.data = s.bias.data;
+                if let (Some(db), Some(sb)) = (&mut d.bias, s.bias) {
+                    db.data = sb.data;
+                }
             }
             dst.ln1.weight.data = src.ln1.weight.data;
             dst.ln1.bias.data = src.ln1.bias.data;

@@ -101,7 +101,9 @@ impl Encoder {
         let normal = Normal::new(0.0f32, std).expect("valid std");
         for lin in [&mut self.head.hidden, &mut self.head.classifier] {
             lin.weight.data.iter_mut().for_each(|v| *v = normal.sample(&mut rng));
-            lin.bias.data.fill(0.0);
+            if let Some(b) = &mut lin.bias {
+                b.data.fill(0.0);
+            }
         }
     }
 
@@ -135,11 +137,11 @@ impl Encoder {
         v.extend([&e.ln.weight, &e.ln.bias]);
         for layer in &self.layers {
             for lin in &layer.linears {
-                v.extend([&lin.weight, &lin.bias]);
+                v.extend(lin.base_params());
             }
             v.extend([&layer.ln1.weight, &layer.ln1.bias, &layer.ln2.weight, &layer.ln2.bias]);
         }
-        v.extend([&self.head.hidden.weight, &self.head.hidden.bias, &self.head.classifier.weight, &self.head.classifier.bias]);
+        v.extend(self.head.hidden.base_params().chain(self.head.classifier.base_params()));
         v
     }
 
@@ -160,15 +162,6 @@ impl Encoder {
     }
 
     fn collect_params_mut<'a>(&'a mut self, base: &mut Vec<&'a mut Param>, loras: &mut Vec<&'a mut Param>) {
-        fn linear<'a>(lin: &'a mut Linear, base: &mut Vec<&'a mut Param>, loras: &mut Vec<&'a mut Param>) {
-            let Linear { weight, bias, lora, .. } = lin;
-            base.push(weight);
-            base.push(bias);
-            if let Some(l) = lora {
-                loras.push(&mut l.a);
-                loras.push(&mut l.b);
-            }
-        }
         let e = &mut self.embeddings;
         base.push(&mut e.word);
         base.push(&mut e.position);
@@ -177,13 +170,13 @@ impl Encoder {
         for layer in &mut self.layers {
             let EncoderLayer { linears, ln1, ln2, .. } = layer;
             for lin in linears.iter_mut() {
-                linear(lin, base, loras);
+                lin.collect_params_mut(base, loras);
             }
             base.extend([&mut ln1.weight, &mut ln1.bias, &mut ln2.weight, &mut ln2.bias]);
         }
         let Head { hidden, classifier, .. } = &mut self.head;
-        linear(hidden, base, loras);
-        linear(classifier, base, loras);
+        hidden.collect_params_mut(base, loras);
+        classifier.collect_params_mut(base, loras);
     }
 
     /// Every parameter including LoRA, read-only, in [`Encoder::params_mut`] order.
