@@ -98,7 +98,7 @@ pub fn peak_rss_mb() -> f64 {
 /// frozen linears (input gradient only), 2× for trained base linears, attention and LoRA.
 /// Element-wise work is not counted.
 pub fn analytic_flops(model: &Model, batch: usize, seq: usize, train: bool) -> f64 {
-    let c = model.config().dim as f64;
+    let c = model.dim() as f64;
     let (b, t) = (batch as f64, seq as f64);
     let n = b * t;
     let mut fwd = 0.0;
@@ -114,7 +114,7 @@ pub fn analytic_flops(model: &Model, batch: usize, seq: usize, train: bool) -> f
             bwd += 2.0 * lf;
         }
     }
-    let attn = model.config().n_layers as f64 * 2.0 * b * t * t * c * 2.0;
+    let attn = model.n_layers() as f64 * 2.0 * b * t * t * c * 2.0;
     fwd += attn;
     bwd += 2.0 * attn;
     if train {
@@ -175,12 +175,17 @@ fn cpu_name() -> String {
 /// Builds the benchmark model: random N(0, 0.02) weights, LayerNorm γ = 1, what trains per the workload.
 pub fn bench_model(w: &Workload) -> Result<Model> {
     let cfg = bench_config(&w.config)?;
-    let head = if cfg.arch == Arch::Bert { HeadKind::Bert } else { HeadKind::DistilBert };
+    let head = match &cfg {
+        ModelConfig::Encoder(e) if e.arch == Arch::Bert => HeadKind::Bert,
+        ModelConfig::Encoder(_) => HeadKind::DistilBert,
+        ModelConfig::Decoder(_) => HeadKind::Score,
+    };
     let mut model = Model::new(&cfg, head, 2);
     let mut rng = rand::rngs::StdRng::seed_from_u64(w.seed);
     let normal = Normal::new(0.0f32, 0.02).expect("valid");
     for p in model.base_params_mut() {
-        if !p.name.contains("LayerNorm") && !p.name.contains("layer_norm") {
+        let lower = p.name.to_lowercase();
+        if !lower.contains("norm") && !lower.contains("ln_") {
             p.data.iter_mut().for_each(|v| *v = normal.sample(&mut rng));
         }
     }
@@ -222,9 +227,9 @@ pub fn run(w: &Workload) -> Result<BenchResult> {
             lin.lora = None;
         }
     }
-    let cfg = model.config().clone();
+    let vocab = model.vocab_size();
     let mut rng = rand::rngs::StdRng::seed_from_u64(w.seed ^ 1);
-    let seqs: Vec<Vec<u32>> = (0..w.batch).map(|_| (0..w.seq).map(|_| rng.random_range(1000..cfg.vocab_size as u32)).collect()).collect();
+    let seqs: Vec<Vec<u32>> = (0..w.batch).map(|_| (0..w.seq).map(|_| rng.random_range(1000..vocab as u32)).collect()).collect();
     let labels: Vec<usize> = (0..w.batch).map(|i| i % 2).collect();
     let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
     let batch = Batch::pack(&refs, &labels, None, 0);

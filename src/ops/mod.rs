@@ -11,5 +11,7 @@ pub mod gemm;
 pub mod layernorm;
 pub mod linear;
 pub mod loss;
+pub mod rmsnorm;
+pub mod rope;
 #[cfg(test)]
 pub mod testing;
