@@ -12,6 +12,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod fsutil;
+pub mod gguf;
 pub mod hub;
 pub mod lora;
 pub mod model;
