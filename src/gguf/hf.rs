@@ -402,6 +402,25 @@ mod tests {
     }
 
     #[test]
+    fn qwen2_config_and_tensors_are_not_permuted() {
+        let mut w = GgufWriter::new();
+        w.add_string("general.architecture", "qwen2").unwrap();
+        for (k, v) in [("embedding_length", 8), ("feed_forward_length", 16), ("block_count", 1), ("context_length", 32)] {
+            w.add_u32(&format!("qwen2.{k}"), v).unwrap();
+        }
+        w.add_u32("qwen2.attention.head_count", 2).unwrap().add_u32("qwen2.attention.head_count_kv", 1).unwrap();
+        w.add_f32("qwen2.attention.layer_norm_rms_epsilon", 1e-6).unwrap();
+        let b: Vec<f32> = (0..8).map(|v| v as f32).collect();
+        w.add_tensor_f32("blk.0.attn_q.bias", &[8], &b).unwrap();
+        let f = GgufFile::from_bytes(w.to_bytes(), std::path::Path::new("q.gguf")).unwrap();
+        let c = hf_config(&f).unwrap();
+        assert_eq!((c["model_type"].as_str(), c["architectures"][0].as_str()), (Some("qwen2"), Some("Qwen2ForCausalLM")));
+        assert!(c.get("head_dim").is_none() && c.get("attention_bias").is_none());
+        let (name, t) = read_hf_tensor(&f, "blk.0.attn_q.bias").unwrap();
+        assert_eq!((name.as_str(), t.data), ("model.layers.0.self_attn.q_proj.bias", b));
+    }
+
+    #[test]
     fn read_hf_tensor_unpermutes_q_and_k_for_llama_only() {
         // Tiny llama: 4 heads / 2 KV heads of size 2 → q rows 8, k rows 4.
         let mut w = GgufWriter::new();

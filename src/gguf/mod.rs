@@ -8,7 +8,9 @@
 //! 3. [`hf`] gives the Hugging Face `config.json` and tensor names, undoing llama.cpp's Q/K row
 //!    permutation;
 //! 4. [`tokenizer`] builds a `tokenizers::Tokenizer` from the `tokenizer.ggml.*` metadata;
-//! 5. [`write`] writes metadata and F32/F16 tensors back out (LoRA adapters, merged models).
+//! 5. [`write`](mod@write) writes metadata and F32/F16 tensors back out (LoRA adapters, merged models).
+
+#![deny(missing_docs)]
 
 pub mod dequant;
 pub mod error;

@@ -116,7 +116,7 @@ impl<'a> Cursor<'a> {
         })?;
         let count = self.u64(&|| format!("array length of metadata key {key:?}"))?;
         let what = || format!("array elements of metadata key {key:?} ({count} of type {ty:?})");
-        let bytes = |size: usize| count.checked_mul(size as u64).unwrap_or(u64::MAX);
+        let bytes = |size: usize| count.saturating_mul(size as u64);
         macro_rules! fixed {
             ($variant:ident, $t:ty) => {{
                 const S: usize = std::mem::size_of::<$t>();

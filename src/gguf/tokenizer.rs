@@ -11,7 +11,8 @@
 //! 3. added tokens: `token_type` 3 (control) as special tokens, so they are never split; 4
 //!    (user-defined) as plain added tokens; bos/eos/unk/pad as special tokens;
 //! 4. post-processor: bos first when `tokenizer.ggml.add_bos_token` is true, eos last when
-//!    `tokenizer.ggml.add_eos_token` is (both default false for "gpt2", as in transformers);
+//!    `tokenizer.ggml.add_eos_token` is (both default false for "gpt2", and a flag whose token id
+//!    is absent adds nothing, as in transformers);
 //! 5. decoder: byte-level.
 //!
 //! Two deliberate differences from transformers: it also adds GPT-2's default `<|endoftext|>` as
@@ -88,7 +89,8 @@ pub struct TokenizerSpec {
     pub pre: String,
     /// `tokenizer.ggml.tokens`: token text by id.
     pub tokens: Vec<String>,
-    /// `tokenizer.ggml.merges`: "left right" pairs, best first.
+    /// `tokenizer.ggml.merges`: "left right" pairs, best first (required for "gpt2"; empty when
+    /// absent).
     pub merges: Vec<String>,
     /// `tokenizer.ggml.token_type` by id (1 normal, 3 control, 4 user-defined, ...), if present.
     pub token_types: Option<Vec<i64>>,
@@ -202,6 +204,9 @@ impl GgufTokenizer {
     /// Builds the tokenizer `spec` describes; `path` names the file in errors.
     pub fn from_spec(spec: TokenizerSpec, path: PathBuf) -> Result<Self> {
         let err = |message: String| GgufError::Tokenizer { path: path.clone(), message };
+        if spec.model == "gpt2" && spec.merges.is_empty() {
+            return Err(err("tokenizer.ggml.merges is missing or empty; a byte-level BPE tokenizer needs its merges (convert the model again with a current llama.cpp)".into()));
+        }
         if spec.model != "gpt2" {
             return Err(err(format!(
                 "tokenizer.ggml.model is {:?}; lowrank builds byte-level BPE tokenizers (\"gpt2\") only; use the model's tokenizer.json instead",
@@ -278,14 +283,18 @@ impl GgufTokenizer {
         inner.add_special_tokens(&named);
 
         // 4. The post-processor (transformers' `update_post_processor`).
-        let token = |id: Option<u32>, what: &str| -> Result<(String, u32)> {
-            let id =
-                id.ok_or_else(|| err(format!("tokenizer.ggml.add_{what}_token is true but tokenizer.ggml.{what}_token_id is missing")))?;
-            let text = spec.tokens.get(id as usize).ok_or_else(|| err(format!("{what} token id {id} is not in the vocabulary")))?;
-            Ok((text.clone(), id))
+        // A flag whose token id is absent adds nothing, as in transformers.
+        let token = |add: bool, id: Option<u32>, what: &str| -> Result<Option<(String, u32)>> {
+            match id.filter(|_| add) {
+                None => Ok(None),
+                Some(id) => match spec.tokens.get(id as usize) {
+                    Some(text) => Ok(Some((text.clone(), id))),
+                    None => Err(err(format!("tokenizer.ggml.{what}_token_id is {id}, past the {} tokens", spec.tokens.len()))),
+                },
+            }
         };
-        let bos = if spec.add_bos { Some(token(spec.bos_id, "bos")?) } else { None };
-        let eos = if spec.add_eos { Some(token(spec.eos_id, "eos")?) } else { None };
+        let bos = token(spec.add_bos, spec.bos_id, "bos")?;
+        let eos = token(spec.add_eos, spec.eos_id, "eos")?;
         let piece = |t: &Option<(String, u32)>, type_id: u32| t.as_ref().map(|(s, _)| format!("{s}:{type_id}"));
         let single: Vec<String> = piece(&bos, 0).into_iter().chain(["$A:0".to_string()]).chain(piece(&eos, 0)).collect();
         let pair: Vec<String> = single.iter().cloned().chain(piece(&bos, 1)).chain(["$B:1".to_string()]).chain(piece(&eos, 1)).collect();
@@ -349,5 +358,87 @@ impl GgufTokenizer {
     /// Number of tokens, added tokens included.
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tiny byte-level vocabulary: the 256 byte characters, "Ġh", "Ġhi", one control token and
+    /// one token stored with a real space (outside the byte alphabet).
+    fn spec() -> TokenizerSpec {
+        let mut tokens: Vec<String> = byte_alphabet().iter().map(|c| c.to_string()).collect();
+        tokens.extend(["Ġh".to_string(), "Ġhi".to_string(), "<|ctl|>".to_string(), "a b".to_string()]);
+        let mut types = vec![1i64; tokens.len()];
+        types[258] = 3;
+        TokenizerSpec {
+            model: "gpt2".into(),
+            pre: "smollm".into(),
+            merges: vec!["Ġ h".into(), "Ġh i".into()],
+            token_types: Some(types),
+            tokens,
+            bos_id: Some(258),
+            eos_id: Some(258),
+            unk_id: None,
+            pad_id: None,
+            add_bos: false,
+            add_eos: false,
+            chat_template: None,
+        }
+    }
+
+    #[test]
+    fn byte_alphabet_is_gpt2s() {
+        let t = byte_alphabet();
+        assert_eq!((t[b' ' as usize], t[b'\n' as usize], t[b'a' as usize], t[0xAD]), ('Ġ', 'Ċ', 'a', 'Ń'));
+        assert_eq!(t.iter().collect::<HashSet<_>>().len(), 256);
+    }
+
+    #[test]
+    fn merges_control_tokens_and_bos_template() {
+        let tok = GgufTokenizer::from_spec(spec(), "t.gguf".into()).unwrap();
+        // " hi" → "Ġhi" (256 + 1), the control token stays whole, 'x' is its byte's id.
+        assert_eq!(tok.encode(" hi<|ctl|>x").unwrap(), [257, 258, u32::from(b'x')]);
+        assert_eq!(tok.decode(&[257, 258], false).unwrap(), " hi<|ctl|>");
+        assert_eq!(tok.decode(&[257, 258], true).unwrap(), " hi");
+        // "a b" is respelled "aĠb": reachable by id, not by merges (there is no "a Ġ" merge).
+        assert_eq!(tok.inner.token_to_id("aĠb"), Some(259));
+        let mut s = spec();
+        s.add_bos = true;
+        s.add_eos = true;
+        let tok = GgufTokenizer::from_spec(s, "t.gguf".into()).unwrap();
+        assert_eq!(tok.encode(" hi").unwrap(), [258, 257, 258]);
+        assert_eq!(tok.encode("").unwrap(), [258, 258]);
+    }
+
+    #[test]
+    fn unsupported_metadata_is_an_error_naming_it() {
+        let mut s = spec();
+        s.model = "llama".into();
+        let e = GgufTokenizer::from_spec(s, "t.gguf".into()).unwrap_err().to_string();
+        assert!(e.contains("t.gguf") && e.contains("\"llama\"") && e.contains("gpt2"), "{e}");
+        let mut s = spec();
+        s.add_bos = true;
+        s.bos_id = Some(1000);
+        let e = GgufTokenizer::from_spec(s, "t.gguf".into()).unwrap_err().to_string();
+        assert!(e.contains("bos_token_id is 1000, past the 260 tokens"), "{e}");
+        let mut s = spec();
+        s.add_bos = true;
+        s.bos_id = None;
+        assert_eq!(GgufTokenizer::from_spec(s, "t.gguf".into()).unwrap().encode(" hi").unwrap(), [257], "no bos id: nothing added");
+        let mut s = spec();
+        s.merges.clear();
+        let e = GgufTokenizer::from_spec(s, "t.gguf".into()).unwrap_err().to_string();
+        assert!(e.contains("tokenizer.ggml.merges is missing"), "{e}");
+        let mut s = spec();
+        s.merges.push("nospace".into());
+        let e = GgufTokenizer::from_spec(s, "t.gguf".into()).unwrap_err().to_string();
+        assert!(e.contains("merge 2") && e.contains("nospace"), "{e}");
+        for (name, _) in PRE_TOKENIZERS {
+            let mut s = spec();
+            s.pre = name.into();
+            assert!(GgufTokenizer::from_spec(s, "t.gguf".into()).is_ok(), "pre-tokenizer {name} does not build");
+        }
     }
 }
