@@ -154,6 +154,11 @@ fn bad_magic_and_version() {
     let e = parse(b).unwrap_err().to_string();
     assert!(e.contains("corrupt.gguf is not a GGUF file") && e.contains("58, 47, 55, 46"), "{e}");
     assert!(parse(vec![]).unwrap_err().to_string().contains("not a GGUF file"));
+    // Version 2 has the same layout as 3 (only version 1 had 32-bit counts).
+    let mut b = fixture_bytes();
+    b[4..8].copy_from_slice(&2u32.to_le_bytes());
+    let v2 = parse(b).unwrap();
+    assert_eq!((v2.version, v2.read_tensor("t.q4_k").unwrap()), (2, fixture().read_tensor("t.q4_k").unwrap()));
     let mut b = fixture_bytes();
     b[4..8].copy_from_slice(&1u32.to_le_bytes());
     let e = parse(b).unwrap_err().to_string();
