@@ -7,6 +7,10 @@ use std::path::PathBuf;
 /// Errors raised by the lowrank library.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A GGUF file could not be read or written (see [`crate::gguf::GgufError`]).
+    #[error(transparent)]
+    Gguf(#[from] crate::gguf::GgufError),
+
     /// A problem with a dataset file (see [`DataError`]).
     #[error(transparent)]
     Data(#[from] DataError),

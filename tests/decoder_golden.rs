@@ -58,7 +58,12 @@ fn run_case(case: &str) {
     let mut plan = TrainPlan { mode, ..Default::default() };
     if mode == TrainMode::Lora {
         let l = &meta["lora"];
-        plan.lora = LoraConfig { r: l["r"].as_u64().unwrap() as usize, alpha: l["alpha"].as_f64().unwrap() as f32, scaling: Scaling::Peft, dropout: 0.0 };
+        plan.lora = LoraConfig {
+            r: l["r"].as_u64().unwrap() as usize,
+            alpha: l["alpha"].as_f64().unwrap() as f32,
+            scaling: Scaling::Peft,
+            dropout: 0.0,
+        };
         plan.targets = TargetModules::Names(serde_json::from_value(l["peft_target_modules"].clone()).unwrap());
         let injected = plan.apply(&mut model).unwrap();
         let want: Vec<String> = serde_json::from_value(l["modules"].clone()).unwrap();

@@ -17,6 +17,11 @@ pub enum ModelConfig {
     Decoder(DecoderConfig),
 }
 
+/// Whether `path` names a GGUF file (by its extension).
+pub fn is_gguf(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) && !path.is_dir()
+}
+
 /// config.json's `id2label`, when it declares one.
 pub(crate) fn id2label(raw: &Value) -> Option<BTreeMap<usize, String>> {
     let map = raw.get("id2label").and_then(Value::as_object)?;
@@ -40,8 +45,13 @@ pub(crate) fn insert_labels(config: &mut Value, labels: &[String]) {
 }
 
 impl ModelConfig {
-    /// Reads `config.json` from a file path, or from a model folder.
+    /// Reads `config.json` from a file path, or from a model folder; or the configuration a
+    /// GGUF file's metadata describes.
     pub fn load(path: &Path) -> Result<Self> {
+        if is_gguf(path) {
+            let file = crate::gguf::GgufFile::open(path)?;
+            return Self::from_value(&crate::gguf::hf::hf_config(&file)?);
+        }
         let file = if path.is_dir() { path.join("config.json") } else { path.to_path_buf() };
         if !file.exists() {
             return Err(Error::MissingModelFile { dir: path.to_path_buf(), file: "config.json" });

@@ -37,6 +37,9 @@ pub struct LoadReport {
 impl Model {
     /// Loads a model folder (or a bare config.json, giving a zero model that can only be counted).
     pub fn from_pretrained(path: &Path, opts: &LoadOptions) -> Result<(Model, LoadReport)> {
+        if super::config::is_gguf(path) {
+            return Self::from_gguf(path, opts);
+        }
         match ModelConfig::load(path)? {
             ModelConfig::Encoder(config) => {
                 let (encoder, report) = super::bert::Encoder::from_pretrained(path, config, opts)?;
@@ -52,6 +55,32 @@ impl Model {
                 Ok((Model::Decoder(decoder), report))
             }
         }
+    }
+}
+
+impl Model {
+    /// Loads a GGUF file (llama.cpp's format): the configuration from its metadata, its tensors
+    /// dequantized to f32 under their Hugging Face names (attn_q / attn_k rows un-permuted).
+    pub fn from_gguf(path: &Path, opts: &LoadOptions) -> Result<(Model, LoadReport)> {
+        let file = crate::gguf::GgufFile::open(path)?;
+        let config = match ModelConfig::from_value(&crate::gguf::hf::hf_config(&file)?)? {
+            ModelConfig::Decoder(c) => c,
+            ModelConfig::Encoder(c) => {
+                return Err(Error::UnsupportedModel(format!(
+                    "a GGUF file holding {} (lowrank reads decoders from GGUF)",
+                    c.arch.model_type()
+                )))
+            }
+        };
+        let num_labels = decoder_labels(&config, opts)?;
+        let mut tensors = std::collections::BTreeMap::new();
+        for (gguf_name, _) in crate::gguf::hf::hf_tensor_names(&file)? {
+            let (name, t) = crate::gguf::hf::read_hf_tensor(&file, &gguf_name)?;
+            tensors.insert(name, crate::tensorfile::Tensor { shape: t.shape, f32: t.data, i64: Vec::new() });
+        }
+        drop(file);
+        let (decoder, report) = super::decoder::Decoder::from_tensors(&config, num_labels, &tensors, path, opts.seed)?;
+        Ok((Model::Decoder(decoder), report))
     }
 }
 

@@ -62,9 +62,9 @@ impl std::str::FromStr for HeadKind {
             "bert" => Ok(HeadKind::Bert),
             "score" => Ok(HeadKind::Score),
             "lm" => Ok(HeadKind::Lm),
-            other => Err(Error::InvalidOption(format!(
-                "unknown head {other:?}; use distilbert or bert (encoders), score or lm (decoders)"
-            ))),
+            other => {
+                Err(Error::InvalidOption(format!("unknown head {other:?}; use distilbert or bert (encoders), score or lm (decoders)")))
+            }
         }
     }
 }
@@ -102,6 +102,8 @@ pub struct Activations {
 }
 
 /// A model of any supported architecture, with its head.
+// One value per process: the variants' size difference costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Model {
     /// A BERT or DistilBERT encoder with a sequence-classification head.
@@ -248,7 +250,11 @@ impl Model {
     pub fn reset_classifier(&mut self, k: usize) {
         let last = self.head_linears_mut().pop();
         if let Some(c) = last {
-            *c = if c.bias.is_some() { Linear::new(c.path.clone(), c.role, c.in_dim(), k) } else { Linear::without_bias(c.path.clone(), c.role, c.in_dim(), k) };
+            *c = if c.bias.is_some() {
+                Linear::new(c.path.clone(), c.role, c.in_dim(), k)
+            } else {
+                Linear::without_bias(c.path.clone(), c.role, c.in_dim(), k)
+            };
         }
     }
 

@@ -101,7 +101,17 @@ impl Norm {
             Norm::Layer(l) => {
                 grow(&mut cache.mean, n);
                 let c = l.weight.numel();
-                crate::ops::layernorm::layernorm_forward(out, &mut cache.mean, &mut cache.rstd, x, &l.weight.data, &l.bias.data, n, c, l.eps)
+                crate::ops::layernorm::layernorm_forward(
+                    out,
+                    &mut cache.mean,
+                    &mut cache.rstd,
+                    x,
+                    &l.weight.data,
+                    &l.bias.data,
+                    n,
+                    c,
+                    l.eps,
+                )
             }
             Norm::Rms(r) => crate::ops::rmsnorm::rmsnorm_forward(out, &mut cache.rstd, x, &r.weight.data, n, r.weight.numel(), r.eps),
         }
@@ -129,7 +139,17 @@ impl Norm {
             }
             Norm::Rms(r) => {
                 let c = r.weight.numel();
-                crate::ops::rmsnorm::rmsnorm_backward(dx, r.weight.grad.as_deref_mut(), dout, x, &cache.rstd, &r.weight.data, n, c, accumulate)
+                crate::ops::rmsnorm::rmsnorm_backward(
+                    dx,
+                    r.weight.grad.as_deref_mut(),
+                    dout,
+                    x,
+                    &cache.rstd,
+                    &r.weight.data,
+                    n,
+                    c,
+                    accumulate,
+                )
             }
         }
     }

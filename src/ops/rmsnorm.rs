@@ -91,7 +91,7 @@ mod tests {
     fn forward_gives_unit_rms_rows() {
         let x = random_vec(N * C, 1);
         let (mut out, mut r) = (vec![0.0; N * C], vec![0.0; N]);
-        rmsnorm_forward(&mut out, &mut r, &x, &vec![1.0; C], N, C, 0.0);
+        rmsnorm_forward(&mut out, &mut r, &x, &[1.0; C], N, C, 0.0);
         for row in out.chunks(C) {
             let ms: f32 = row.iter().map(|v| v * v).sum::<f32>() / C as f32;
             assert!((ms - 1.0).abs() < 1e-5, "{ms}");

@@ -5,9 +5,9 @@
 
 use super::acts::{GradScratch, HeadCache};
 use crate::model::linear::{Linear, LoraScratch};
+use crate::model::HeadKind;
 use crate::ops::activation::Activation;
 use crate::ops::dropout::Dropout;
-use crate::model::HeadKind;
 
 /// A classification head.
 #[derive(Clone, Debug)]

@@ -165,7 +165,20 @@ impl EncoderLayer {
             d_b
         };
         lo.backward(Some(d_ctx), false, d_attn_out, &cache.ctx, &lh[O], lora, nq, drop.lora[O]);
-        attention_backward(dq, dk, dv, probs, d_ctx, &cache.q, &cache.k, &cache.v, &cache.probs, spans, Heads::mha(self.heads, c), drop.attn);
+        attention_backward(
+            dq,
+            dk,
+            dv,
+            probs,
+            d_ctx,
+            &cache.q,
+            &cache.k,
+            &cache.v,
+            &cache.probs,
+            spans,
+            Heads::mha(self.heads, c),
+            drop.attn,
+        );
         lq.backward(need_dx.then_some(&mut d_b[..]), true, dq, xq, &lh[Q], lora, nq, drop.lora[Q]);
         if compact && need_dx {
             // d_b holds the query rows' gradient: set it aside, then scatter it onto the key rows.

@@ -2,9 +2,9 @@
 //! model.safetensors, with or without the `distilbert.` / `bert.` prefix, a head loaded when
 //! present and initialised otherwise, and BERT → DistilBERT conversion for the DistilBERT head.
 
+use super::config::{Arch, EncoderConfig};
 use super::{Encoder, HeadKind};
 use crate::error::{Error, Result};
-use super::config::{Arch, EncoderConfig};
 use crate::model::load::{LoadOptions, LoadReport};
 use crate::param::Param;
 use crate::tensorfile::TensorFile;

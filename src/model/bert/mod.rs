@@ -15,15 +15,15 @@ pub mod load;
 pub mod names;
 pub mod summary;
 
+pub use crate::model::HeadKind;
 pub use acts::BertActs;
 pub use embeddings::Embeddings;
 pub use head::{Head, HeadDropout};
-pub use crate::model::HeadKind;
 pub use layer::{EncoderLayer, LayerDropout};
 
+use super::config::EncoderConfig;
 use crate::data::batch::Batch;
 use crate::lora::Role;
-use super::config::EncoderConfig;
 use crate::model::linear::Linear;
 use crate::model::norm::LayerNorm;
 use crate::model::Pass;

@@ -1,8 +1,8 @@
 //! Hugging Face tensor and module names for each architecture, so that lowrank's parameters
 //! keep upstream keys (and PEFT adapters line up with them).
 
-use crate::lora::Role;
 use super::config::Arch;
+use crate::lora::Role;
 
 /// The module path of an encoder layer, e.g. `distilbert.transformer.layer.3`.
 pub fn layer_prefix(arch: Arch, layer: usize) -> String {

@@ -1,7 +1,7 @@
 //! The module tree of a BERT-family encoder, as PyTorch's `print(model)` shows it.
 
-use super::{Encoder, EncoderLayer, HeadKind};
 use super::config::Arch;
+use super::{Encoder, EncoderLayer, HeadKind};
 use crate::model::summary::{layer_norm, linear, mark};
 
 fn block(m: &Encoder, l: &EncoderLayer, ind: &str) -> String {

@@ -276,13 +276,13 @@ impl DecoderConfig {
     /// Shapes that cannot work.
     fn check(&self) -> Result<()> {
         let bad = |m: String| Err(Error::BadConfig(m));
-        if self.n_kv_heads == 0 || self.n_heads % self.n_kv_heads != 0 {
+        if self.n_kv_heads == 0 || !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return bad(format!("{} attention heads cannot share {} key/value heads", self.n_heads, self.n_kv_heads));
         }
-        if self.head_dim == 0 || (self.rope_theta.is_some() && self.head_dim % 2 != 0) {
+        if self.head_dim == 0 || (self.rope_theta.is_some() && !self.head_dim.is_multiple_of(2)) {
             return bad(format!("head_dim {} must be even and positive for rotary positions", self.head_dim));
         }
-        if self.arch.is_gpt2() && self.dim % self.n_heads != 0 {
+        if self.arch.is_gpt2() && !self.dim.is_multiple_of(self.n_heads) {
             return bad(format!("n_embd {} is not divisible by {} heads", self.dim, self.n_heads));
         }
         if self.vocab_size == 0 || self.dim == 0 || self.n_layers == 0 || self.ffn_dim == 0 {

@@ -16,6 +16,8 @@ use crate::ops::dropout::Dropout;
 use crate::ops::rope::{rope_backward, rope_forward};
 
 /// The attention projections: three linears, or one fused q|k|v linear (GPT-2's `c_attn`).
+// One value per layer, built once: the variants' size difference costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Qkv {
     /// q [Q, C], k [KV, C], v [KV, C].
@@ -25,6 +27,7 @@ pub enum Qkv {
 }
 
 /// The feed-forward block.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Mlp {
     /// down(silu(gate(x)) · up(x)).
@@ -62,7 +65,8 @@ pub struct LayerDropout {
 
 impl LayerDropout {
     /// No dropout anywhere (evaluation).
-    pub const OFF: LayerDropout = LayerDropout { attn: Dropout::OFF, attn_out: Dropout::OFF, mlp_out: Dropout::OFF, lora: [Dropout::OFF; 7] };
+    pub const OFF: LayerDropout =
+        LayerDropout { attn: Dropout::OFF, attn_out: Dropout::OFF, mlp_out: Dropout::OFF, lora: [Dropout::OFF; 7] };
 }
 
 /// One decoder layer.

@@ -34,7 +34,11 @@ pub fn read_folder(dir: &Path) -> Result<(BTreeMap<String, Tensor>, PathBuf)> {
     let mut tensors = BTreeMap::new();
     for f in files {
         if f.contains('/') || f.contains("..") {
-            return Err(Error::Malformed { what: "model.safetensors.index.json", path: index.clone(), message: format!("shard name {f:?}") });
+            return Err(Error::Malformed {
+                what: "model.safetensors.index.json",
+                path: index.clone(),
+                message: format!("shard name {f:?}"),
+            });
         }
         tensors.extend(TensorFile::read(&dir.join(f))?.tensors);
     }
@@ -92,7 +96,12 @@ impl Decoder {
                 }
                 None if Some(&p.name) == head_name.as_ref() && num_labels.is_some() => report.initialised.push(p.name.clone()),
                 None => {
-                    return Err(Error::MissingTensor { name: p.name.clone(), file: file.to_path_buf(), arch: arch.model_type(), prefix: prefix.trim_end_matches('.') })
+                    return Err(Error::MissingTensor {
+                        name: p.name.clone(),
+                        file: file.to_path_buf(),
+                        arch: arch.model_type(),
+                        prefix: prefix.trim_end_matches('.'),
+                    })
                 }
             }
         }

@@ -96,7 +96,11 @@ impl Decoder {
                     (Qkv::Separate(sep), lin(&a[3], Role::Projection, q, c, cfg.o_bias))
                 };
                 let mlp = if arch.is_gpt2() {
-                    Mlp::Plain { fc: lin(&m[0], Role::FfnIn, c, f, true), proj: lin(&m[1], Role::FfnOut, f, c, true), activation: cfg.activation }
+                    Mlp::Plain {
+                        fc: lin(&m[0], Role::FfnIn, c, f, true),
+                        proj: lin(&m[1], Role::FfnOut, f, c, true),
+                        activation: cfg.activation,
+                    }
                 } else {
                     let b = cfg.mlp_bias;
                     Mlp::Gated {
@@ -332,7 +336,15 @@ impl Decoder {
     }
 
     /// Embeddings and every layer; returns the index of the last hidden state in `acts.hidden`.
-    fn run_layers(&self, batch: &Batch, acts: &mut DecoderActs, spans: &[AttnSpan], keep: bool, emb_drop: Dropout, drops: &[LayerDropout]) -> usize {
+    fn run_layers(
+        &self,
+        batch: &Batch,
+        acts: &mut DecoderActs,
+        spans: &[AttnSpan],
+        keep: bool,
+        emb_drop: Dropout,
+        drops: &[LayerDropout],
+    ) -> usize {
         let (n, c) = (batch.n_tokens(), self.config.dim);
         let DecoderActs { hidden, layers, cos, sin, qkv, lora_x, probs_drop, .. } = acts;
         let pos = self.positions.as_ref().map(|p| p.data.as_slice());

@@ -18,7 +18,13 @@ pub fn hf_config(m: &Decoder, labels: &[String]) -> Value {
     };
     let class = match m.head {
         DecoderHead::Score(_) => format!("{family}ForSequenceClassification"),
-        DecoderHead::Lm(_) => if m.config.arch.is_gpt2() { "GPT2LMHeadModel".to_string() } else { format!("{family}ForCausalLM") },
+        DecoderHead::Lm(_) => {
+            if m.config.arch.is_gpt2() {
+                "GPT2LMHeadModel".to_string()
+            } else {
+                format!("{family}ForCausalLM")
+            }
+        }
     };
     if let Some(o) = v.as_object_mut() {
         o.insert("model_type".into(), m.config.arch.model_type().into());
