@@ -24,6 +24,7 @@ pub fn bench_config(name: &str) -> Result<ModelConfig> {
         "distilbert-base" => include_str!("../../bench/configs/distilbert-base.json").to_string(),
         "bert-base" => include_str!("../../bench/configs/bert-base.json").to_string(),
         "minilm-l6" => include_str!("../../bench/configs/minilm-l6.json").to_string(),
+        "smollm2-135m" => include_str!("../../bench/configs/smollm2-135m.json").to_string(),
         path => std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?,
     };
     ModelConfig::from_json_str(&text)

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 /// Options of `lowrank bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Model shape: distilbert-base, bert-base, minilm-l6, or a config.json path.
+    /// Model shape: distilbert-base, bert-base, minilm-l6, smollm2-135m, or a config.json path.
     #[arg(long, default_value = "distilbert-base")]
     pub config: String,
     /// Examples per step.
