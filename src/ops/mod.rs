@@ -10,6 +10,7 @@ pub mod fastmath;
 pub mod gemm;
 pub mod layernorm;
 pub mod linear;
+pub mod lm_loss;
 pub mod loss;
 pub mod rmsnorm;
 pub mod rope;
