@@ -175,7 +175,8 @@ fn measure(s: &Shape, reps: usize, rng: &mut rand::rngs::StdRng) -> GemmPoint {
         if s.k == dh {
             (head_block(h), head_block((h + 1) % s.heads).t()) // Q·Kᵀ
         } else {
-            (MatRef::new(&probs[h * seq * seq..(h + 1) * seq * seq], seq, seq), head_block(h)) // P·V
+            (MatRef::new(&probs[h * seq * seq..(h + 1) * seq * seq], seq, seq), head_block(h))
+            // P·V
         }
     };
     let mut run = |f: &(dyn Fn(MatMut<'_>, MatRef<'_>, MatRef<'_>) + Sync)| {

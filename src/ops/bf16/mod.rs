@@ -237,10 +237,8 @@ fn check(out: &MatMut<'_>, a: &MatRef<'_>, b_rows: usize, b_cols: usize, beta: f
     let (r, c, rs, cs) = (out.rows, out.cols, out.rs, out.cs);
     // Row-major-like (rows do not overlap) or column-major-like; a single row or column only needs
     // a non-zero stride along itself.
-    let distinct = r == 0
-        || c == 0
-        || (r == 1 || rs > (c - 1) * cs) && (c == 1 || cs >= 1)
-        || (c == 1 || cs > (r - 1) * rs) && (r == 1 || rs >= 1);
+    let distinct =
+        r == 0 || c == 0 || (r == 1 || rs > (c - 1) * cs) && (c == 1 || cs >= 1) || (c == 1 || cs > (r - 1) * rs) && (r == 1 || rs >= 1);
     assert!(distinct, "output view addresses some element twice");
 }
 

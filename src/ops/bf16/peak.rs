@@ -3,6 +3,8 @@
 //! the best the cores can do on bf16 dot products. One instruction = 16 lanes × 2 products × 2
 //! FLOP (multiply and add) = 64 FLOP.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+
 use serde::Serialize;
 use std::time::Instant;
 
@@ -65,6 +67,8 @@ mod x86 {
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
     pub fn dot_loop(n: u64) -> f32 {
         // bf16 pairs: 1.0 = 0x3f80, 2^-20 = 0x3580.
+        // SAFETY (both): a 512-bit integer vector reinterpreted as 32 bf16, same size, and every
+        // bit pattern is a valid bf16.
         let a: __m512bh = unsafe { std::mem::transmute(_mm512_set1_epi32(std::hint::black_box(0x3f80_3f80))) };
         let b: __m512bh = unsafe { std::mem::transmute(_mm512_set1_epi32(std::hint::black_box(0x3580_3580))) };
         let mut acc = [_mm512_setzero_ps(); ACC];
