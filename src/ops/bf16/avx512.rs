@@ -1,5 +1,5 @@
 //! AVX-512 code of the native kernel: f32 -> bf16 rounding and pair packing 16 lanes at a time
-//! (bit-identical to `reference::round_bf16` and `pack::pack_pairs_scalar`, denormals included,
+//! (bit-identical to `reference::round_bf16` and `pack::pack_groups_scalar`, denormals included,
 //! which `vcvtne2ps2bf16` would flush), and the MR×32 register-blocked micro-kernel on
 //! `vdpbf16ps`. Every entry point here requires avx512f + avx512bw + avx512bf16 (callers check
 //! `native_available`).
