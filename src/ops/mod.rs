@@ -4,6 +4,7 @@
 pub mod activation;
 pub mod add;
 pub mod attention;
+pub mod bf16;
 pub mod dropout;
 pub mod embedding;
 pub mod fastmath;
