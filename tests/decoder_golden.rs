@@ -122,7 +122,7 @@ fn run_case(case: &str) {
         let Model::Decoder(d) = &model else { unreachable!() };
         let v = d.config.vocab_size;
         let all: Vec<usize> = (0..batch.n_tokens()).collect();
-        let logits = d.lm_logits(&acts.decoder_acts(), &all, true);
+        let logits = d.lm_logits(acts.decoder_acts(), &all, true);
         let want = &file.tensors["logits"].f32;
         for (i, s) in batch.seqs.iter().enumerate() {
             for j in 0..s.valid {

@@ -14,6 +14,7 @@ pub mod decoder;
 pub mod linear;
 pub mod load;
 pub mod norm;
+pub mod precision;
 pub mod save;
 pub mod summary;
 
@@ -399,6 +400,7 @@ impl Model {
         for l in self.linears_mut() {
             l.merge();
         }
+        self.repack();
         Ok(())
     }
 
@@ -406,6 +408,30 @@ impl Model {
     pub fn unmerge_lora(&mut self) {
         for l in self.linears_mut() {
             l.unmerge();
+        }
+        self.repack();
+    }
+
+    /// The arithmetic of the base weights' products.
+    pub fn precision(&self) -> precision::Precision {
+        self.linears().first().map_or(precision::Precision::Fp32, |l| l.precision)
+    }
+
+    /// Sets the arithmetic of every base product; in bf16 the frozen weights are packed once
+    /// (with their transposes for the input gradient when `backward`: training). Call it after
+    /// what trains is decided, and again after writing into frozen weights.
+    pub fn set_precision(&mut self, precision: precision::Precision, backward: bool) {
+        match self {
+            Model::Bert(m) => m.linears_mut().into_iter().for_each(|l| l.set_precision(precision, backward)),
+            Model::Decoder(m) => m.set_precision(precision, backward),
+        }
+    }
+
+    /// Packs again, in bf16, the frozen weights whose values changed (after a merge).
+    fn repack(&mut self) {
+        if self.precision() == precision::Precision::Bf16 {
+            let backward = self.linears().iter().any(|l| l.packed.as_ref().is_some_and(|p| p.w.is_some()));
+            self.set_precision(precision::Precision::Bf16, backward);
         }
     }
 

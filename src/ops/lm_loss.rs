@@ -5,7 +5,10 @@
 //!
 //! Dimensions: M rows that have a target, C width, V vocabulary.
 
+use super::bf16;
 use super::gemm::{matmul, MatMut, MatRef, Threads};
+use super::linear::Arith;
+use super::precision::PackedWeight;
 use rayon::prelude::*;
 
 /// Rows per chunk: 128 · 49,152 logits is 25 MB of scratch.
@@ -68,8 +71,19 @@ fn rows_loss(logits: &mut [f32], targets: &[u32], v: usize, grad_scale: Option<f
     LmStats { loss_sum: per.iter().map(|p| p.0).sum(), count: per.len(), correct: per.iter().filter(|p| p.1).count() }
 }
 
+/// logits[R,V] = h[R,C] · w[V,C]ᵀ in the given arithmetic.
+fn logits_of(logits: &mut [f32], h: MatRef<'_>, w: &[f32], c: usize, v: usize, arith: Arith<'_>) {
+    let (out, wt) = (MatMut::new(logits, h.rows, v), MatRef::new(&w[..v * c], v, c).t());
+    match arith {
+        Arith::Fp32 => matmul(out, h, wt, 1.0, 0.0, Threads::Pool),
+        Arith::Bf16 { packed: Some(p) } => bf16::matmul_packed(out, h, &p.wt, 1.0, 0.0, Threads::Pool),
+        Arith::Bf16 { packed: None } => bf16::matmul(out, h, wt, 1.0, 0.0, Threads::Pool),
+    }
+}
+
 /// Loss of `h[M,C]` against `targets[M]` through `w[V,C]`; with `dh`, also `dh[M,C]` = ∂(Σ loss ·
 /// `grad_scale`)/∂h (the caller passes 1 / the batch's target count to get the mean's gradient).
+#[allow(clippy::too_many_arguments)]
 pub fn lm_loss(
     h: &[f32],
     w: &[f32],
@@ -79,6 +93,7 @@ pub fn lm_loss(
     grad_scale: f32,
     mut dh: Option<&mut [f32]>,
     scratch: &mut Vec<f32>,
+    arith: Arith<'_>,
 ) -> LmStats {
     let m = targets.len();
     let mut stats = LmStats::default();
@@ -89,12 +104,17 @@ pub fn lm_loss(
         }
         let logits = &mut scratch[..r * v];
         let hc = MatRef::new(&h[start * c..(start + r) * c], r, c);
-        matmul(MatMut::new(logits, r, v), hc, MatRef::new(&w[..v * c], v, c).t(), 1.0, 0.0, Threads::Pool);
+        logits_of(logits, hc, w, c, v, arith);
         let want_grad = dh.is_some();
         stats.add(rows_loss(logits, &targets[start..start + r], v, want_grad.then_some(grad_scale)));
         if let Some(dh) = dh.as_deref_mut() {
-            let out = MatMut::new(&mut dh[start * c..(start + r) * c], r, c);
-            matmul(out, MatRef::new(logits, r, v), MatRef::new(&w[..v * c], v, c), 1.0, 0.0, Threads::Pool);
+            let (out, a, wv) =
+                (MatMut::new(&mut dh[start * c..(start + r) * c], r, c), MatRef::new(logits, r, v), MatRef::new(&w[..v * c], v, c));
+            match arith {
+                Arith::Fp32 => matmul(out, a, wv, 1.0, 0.0, Threads::Pool),
+                Arith::Bf16 { packed: Some(PackedWeight { w: Some(pw), .. }) } => bf16::matmul_packed(out, a, pw, 1.0, 0.0, Threads::Pool),
+                Arith::Bf16 { .. } => bf16::matmul(out, a, wv, 1.0, 0.0, Threads::Pool),
+            }
         }
     }
     stats
@@ -102,7 +122,18 @@ pub fn lm_loss(
 
 /// The output weight's gradient: `dw[V,C] += Σ dlogitsᵀ · h`, recomputing each chunk's logits
 /// (only full fine-tuning needs it, so the common LoRA step pays nothing).
-pub fn lm_weight_grad(dw: &mut [f32], h: &[f32], w: &[f32], targets: &[u32], c: usize, v: usize, grad_scale: f32, scratch: &mut Vec<f32>) {
+#[allow(clippy::too_many_arguments)]
+pub fn lm_weight_grad(
+    dw: &mut [f32],
+    h: &[f32],
+    w: &[f32],
+    targets: &[u32],
+    c: usize,
+    v: usize,
+    grad_scale: f32,
+    scratch: &mut Vec<f32>,
+    arith: Arith<'_>,
+) {
     let m = targets.len();
     for start in (0..m).step_by(CHUNK) {
         let r = CHUNK.min(m - start);
@@ -111,9 +142,13 @@ pub fn lm_weight_grad(dw: &mut [f32], h: &[f32], w: &[f32], targets: &[u32], c: 
         }
         let logits = &mut scratch[..r * v];
         let hc = MatRef::new(&h[start * c..(start + r) * c], r, c);
-        matmul(MatMut::new(logits, r, v), hc, MatRef::new(&w[..v * c], v, c).t(), 1.0, 0.0, Threads::Pool);
+        logits_of(logits, hc, w, c, v, arith);
         rows_loss(logits, &targets[start..start + r], v, Some(grad_scale));
-        matmul(MatMut::new(&mut dw[..v * c], v, c), MatRef::new(logits, r, v).t(), hc, 1.0, 1.0, Threads::Pool);
+        let out = MatMut::new(&mut dw[..v * c], v, c);
+        match arith {
+            Arith::Fp32 => matmul(out, MatRef::new(logits, r, v).t(), hc, 1.0, 1.0, Threads::Pool),
+            Arith::Bf16 { .. } => bf16::matmul(out, MatRef::new(logits, r, v).t(), hc, 1.0, 1.0, Threads::Pool),
+        }
     }
 }
 
@@ -134,11 +169,11 @@ mod tests {
         let mut dl = vec![0.0; m * v];
         let want = cross_entropy(&mut dl, &logits, &labels, v);
         let (mut dh, mut dw, mut scratch) = (vec![0.0; m * c], vec![0.0; v * c], Vec::new());
-        let s = lm_loss(&h, &w, &targets, c, v, 1.0 / m as f32, Some(&mut dh), &mut scratch);
+        let s = lm_loss(&h, &w, &targets, c, v, 1.0 / m as f32, Some(&mut dh), &mut scratch, Arith::Fp32);
         assert!((s.mean() - want).abs() < 1e-5, "{} vs {want}", s.mean());
         assert_eq!(s.count, m);
-        lm_weight_grad(&mut dw, &h, &w, &targets, c, v, 1.0 / m as f32, &mut scratch);
-        let f = |h: &[f32], w: &[f32]| lm_loss(h, w, &targets, c, v, 1.0, None, &mut Vec::new()).mean() as f64;
+        lm_weight_grad(&mut dw, &h, &w, &targets, c, v, 1.0 / m as f32, &mut scratch, Arith::Fp32);
+        let f = |h: &[f32], w: &[f32]| lm_loss(h, w, &targets, c, v, 1.0, None, &mut Vec::new(), Arith::Fp32).mean() as f64;
         check_gradient("lm dh", &h, &dh, 7, |h| f(h, &w));
         check_gradient("lm dw", &w, &dw, 3, |w| f(&h, w));
     }

@@ -13,6 +13,7 @@ pub mod layernorm;
 pub mod linear;
 pub mod lm_loss;
 pub mod loss;
+pub mod precision;
 pub mod rmsnorm;
 pub mod rope;
 #[cfg(test)]

@@ -28,9 +28,12 @@ use crate::model::Pass;
 use crate::ops::attention::{probs_len, AttnSpan, Heads};
 use crate::ops::dropout::Dropout;
 use crate::ops::embedding::{embedding_backward, embedding_forward};
+use crate::ops::linear::Arith;
 use crate::ops::lm_loss::{lm_loss, lm_weight_grad, LmStats};
+use crate::ops::precision::{PackedWeight, Precision};
 use crate::ops::rope::Rope;
 use crate::param::Param;
+use std::sync::Arc;
 
 /// What sits on top of the decoder.
 #[derive(Clone, Debug)]
@@ -60,6 +63,10 @@ pub struct Decoder {
     pub rope: Option<Rope>,
     /// Names of parameters initialised here rather than loaded (a fresh `score`).
     pub initialised: Vec<String>,
+    /// The arithmetic of the language-model head's products.
+    pub precision: Precision,
+    /// The frozen output weight packed as bf16 (language-model head, bf16 only).
+    pub packed_output: Option<Arc<PackedWeight>>,
 }
 
 fn norm(cfg: &DecoderConfig, path: String) -> Norm {
@@ -127,6 +134,8 @@ impl Decoder {
             head,
             rope: cfg.rope_theta.map(|theta| Rope::new(theta, cfg.head_dim, cfg.rope_scaling)),
             initialised: Vec::new(),
+            precision: Precision::Fp32,
+            packed_output: None,
         }
     }
 
@@ -371,6 +380,27 @@ impl Decoder {
         }
     }
 
+    /// The arithmetic of the language-model head's products.
+    fn output_arith(&self) -> Arith<'_> {
+        Arith::of(self.precision, self.packed_output.as_deref(), self.output_weight())
+    }
+
+    /// Sets the arithmetic of every base product (see [`Linear::set_precision`]); a frozen
+    /// language-model output weight is packed too.
+    pub fn set_precision(&mut self, precision: Precision, backward: bool) {
+        for l in self.linears_mut() {
+            l.set_precision(precision, backward);
+        }
+        self.precision = precision;
+        let frozen = match &self.head {
+            DecoderHead::Lm(Some(l)) => !l.weight.trainable(),
+            DecoderHead::Lm(None) => !self.embed.trainable(),
+            DecoderHead::Score(_) => false,
+        };
+        self.packed_output = (precision == Precision::Bf16 && frozen)
+            .then(|| Arc::new(PackedWeight::new(self.output_weight(), self.config.vocab_size, self.config.dim, backward)));
+    }
+
     /// Forward pass with the language-model head: the next-token loss over every row of
     /// `batch.targets` that is not [`IGNORE`]. A pass that keeps caches also leaves the loss's
     /// gradient (of the mean over the batch's targets) ready for [`Decoder::lm_backward`].
@@ -386,7 +416,7 @@ impl Decoder {
         } else {
             None
         };
-        lm_loss(&pooled[..m * c], self.output_weight(), targets, c, v, scale, dh, lm_scratch)
+        lm_loss(&pooled[..m * c], self.output_weight(), targets, c, v, scale, dh, lm_scratch, self.output_arith())
     }
 
     /// Logits [R, V] of the language-model head at `rows` of the last forward pass's final
@@ -398,7 +428,7 @@ impl Decoder {
         let mut normed = vec![0.0; gathered.len()];
         self.norm.forward(&mut normed, &mut crate::model::norm::NormCache::default(), &gathered, rows.len());
         let mut logits = vec![0.0; rows.len() * v];
-        crate::ops::linear::linear_forward(&mut logits, &normed, self.output_weight(), None, rows.len(), c, v);
+        crate::ops::linear::linear_forward_with(&mut logits, &normed, self.output_weight(), None, rows.len(), c, v, self.output_arith());
         logits
     }
 
@@ -462,15 +492,17 @@ impl Decoder {
         let (c, v, m) = (self.config.dim, self.config.vocab_size, acts.rows.len());
         let scale = 1.0 / m.max(1) as f32;
         let DecoderActs { pooled, targets, lm_scratch, .. } = acts;
+        // A trainable output weight is never packed: its products pack it on the fly.
+        let arith = Arith::of(self.precision, None, &[]);
         match &mut self.head {
             DecoderHead::Lm(Some(l)) => {
                 if let Some(g) = l.weight.grad.as_deref_mut() {
-                    lm_weight_grad(g, &pooled[..m * c], &l.weight.data, targets, c, v, scale, lm_scratch);
+                    lm_weight_grad(g, &pooled[..m * c], &l.weight.data, targets, c, v, scale, lm_scratch, arith);
                 }
             }
             _ => {
                 if let Some(g) = self.embed.grad.as_deref_mut() {
-                    lm_weight_grad(g, &pooled[..m * c], &self.embed.data, targets, c, v, scale, lm_scratch);
+                    lm_weight_grad(g, &pooled[..m * c], &self.embed.data, targets, c, v, scale, lm_scratch, arith);
                 }
             }
         }
