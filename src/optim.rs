@@ -123,7 +123,7 @@ struct Kernel {
 }
 
 /// Updates one chunk of a parameter and zeroes its gradient (one pass over memory).
-#[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma"))]
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma", "x86_64+avx2+fma"))]
 fn adam_chunk(k: &Kernel, w: &mut [f32], g: &mut [f32], m: &mut [f32], v: &mut [f32]) {
     for i in 0..w.len() {
         let mut gi = g[i];

@@ -33,9 +33,10 @@ pub struct BenchArgs {
     /// Precision: fp32, bf16 (needs AVX512_BF16) or auto.
     #[arg(long, default_value = "fp32")]
     pub precision: String,
-    /// A decoder's causal-LM step (next-token loss on every token) instead of classification.
-    #[arg(long)]
-    pub causal_lm: bool,
+    /// Task: cls (sequence classification) or causal-lm (a decoder's next-token loss on every
+    /// token, labels = the input ids, as bench/torch_reference.py --task causal-lm).
+    #[arg(long, default_value = "cls", value_parser = ["cls", "causal-lm"])]
+    pub task: String,
     /// Timed steps.
     #[arg(long, default_value_t = 5)]
     pub steps: usize,
@@ -81,7 +82,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         lora_r: a.lora_r,
         lora_alpha: a.lora_alpha,
         precision: a.precision,
-        causal_lm: a.causal_lm,
+        causal_lm: a.task == "causal-lm",
         steps: a.steps,
         warmup: a.warmup,
         seed: a.seed,

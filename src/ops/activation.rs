@@ -74,7 +74,7 @@ fn gelu_tanh_grad(x: f32) -> f32 {
     0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044_715 * x * x)
 }
 
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma"))]
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma", "x86_64+avx2+fma"))]
 fn forward_chunk(act: Activation, out: &mut [f32], x: &[f32]) {
     match act {
         Activation::Gelu => out.iter_mut().zip(x).for_each(|(o, x)| *o = gelu(*x)),
@@ -85,7 +85,7 @@ fn forward_chunk(act: Activation, out: &mut [f32], x: &[f32]) {
     }
 }
 
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma"))]
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma", "x86_64+avx2+fma"))]
 fn backward_chunk(act: Activation, d: &mut [f32], x: &[f32], out: &[f32]) {
     match act {
         Activation::Gelu => d.iter_mut().zip(x).for_each(|(d, x)| *d *= gelu_grad(*x)),
@@ -96,12 +96,12 @@ fn backward_chunk(act: Activation, d: &mut [f32], x: &[f32], out: &[f32]) {
     }
 }
 
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma"))]
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma", "x86_64+avx2+fma"))]
 fn swiglu_chunk(out: &mut [f32], gate: &[f32], up: &[f32]) {
     out.iter_mut().zip(gate).zip(up).for_each(|((o, g), u)| *o = silu(*g) * u);
 }
 
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma"))]
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma", "x86_64+avx2+fma"))]
 fn swiglu_backward_chunk(dgate: &mut [f32], dup: &mut [f32], dout: &[f32], gate: &[f32], up: &[f32]) {
     for i in 0..dout.len() {
         let (g, u, d) = (gate[i], up[i], dout[i]);

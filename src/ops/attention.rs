@@ -12,9 +12,11 @@
 //! query at position p attends to keys 0..=p. Probabilities are cached for backward in one buffer
 //! of Σ H·q_len·k_valid floats (masked entries are 0).
 
+use super::bf16;
 use super::dropout::Dropout;
-use super::fastmath::exp;
+use super::fastmath::{self, exp};
 use super::gemm::{matmul, MatMut, MatRef, Threads};
+use super::precision::Precision;
 use multiversion::multiversion;
 use rayon::prelude::*;
 
@@ -116,17 +118,15 @@ impl Shared {
 
 /// In-place softmax of each row of `p` (rows of `cols` values); with a span, row t keeps only
 /// its first `span.allowed(t)` values (the rest become 0).
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma"))]
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma", "x86_64+avx2+fma"))]
 fn softmax_rows(p: &mut [f32], cols: usize, span: &AttnSpan) {
     for (t, full) in p.chunks_exact_mut(cols).enumerate() {
         let (row, masked) = full.split_at_mut(span.allowed(t));
-        let max = row.iter().fold(f32::NEG_INFINITY, |a, b| a.max(*b));
-        let mut sum = 0.0f32;
+        let max = fastmath::max(row);
         for x in row.iter_mut() {
             *x = exp(*x - max);
-            sum += *x;
         }
-        let inv = 1.0 / sum;
+        let inv = 1.0 / fastmath::sum(row);
         for x in row.iter_mut() {
             *x *= inv;
         }
@@ -135,10 +135,10 @@ fn softmax_rows(p: &mut [f32], cols: usize, span: &AttnSpan) {
 }
 
 /// Softmax backward in place: g ← P ∘ (g − rowsum(g ∘ P)) · scale.
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma"))]
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma", "x86_64+avx2+fma"))]
 fn softmax_backward_rows(g: &mut [f32], p: &[f32], cols: usize, scale: f32) {
     for (gr, pr) in g.chunks_exact_mut(cols).zip(p.chunks_exact(cols)) {
-        let dot: f32 = gr.iter().zip(pr).map(|(a, b)| a * b).sum();
+        let dot = fastmath::dot(gr, pr);
         for (x, pv) in gr.iter_mut().zip(pr) {
             *x = pv * (*x - dot) * scale;
         }
@@ -160,6 +160,15 @@ fn tasks(spans: &[AttnSpan], heads: Heads) -> Vec<(AttnSpan, usize, usize)> {
     out
 }
 
+/// One head's product on this task's thread, in the given arithmetic: bf16 rounds both operands
+/// (as PyTorch's autocast does for attention) and sums in f32.
+fn head_matmul(precision: Precision, out: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, alpha: f32, beta: f32) {
+    match precision {
+        Precision::Fp32 => matmul(out, a, b, alpha, beta, Threads::One),
+        Precision::Bf16 => bf16::matmul(out, a, b, alpha, beta, Threads::One),
+    }
+}
+
 /// Forward. Writes `ctx[Nq, H·D]` and `probs` (pre-dropout softmax); `scratch` (same size as
 /// `probs`) receives the dropped-out probabilities when `dropout` is active.
 #[allow(clippy::too_many_arguments)]
@@ -173,6 +182,7 @@ pub fn attention_forward(
     spans: &[AttnSpan],
     heads: Heads,
     dropout: Dropout,
+    precision: Precision,
 ) {
     let (d, group) = (heads.dim, heads.q / heads.kv);
     let (cq, ckv) = (heads.q * d, heads.kv * d);
@@ -189,7 +199,7 @@ pub fn attention_forward(
             let (h, off) = (g * group + j, off0 + j * n);
             let p = &mut probs[off..off + n];
             let qh = MatRef::cols_of(&q[qb..], s.q_len, cq, h * d, d);
-            matmul(MatMut::new(p, s.q_len, s.k_valid), qh, kh.t(), scale, 0.0, Threads::One);
+            head_matmul(precision, MatMut::new(p, s.q_len, s.k_valid), qh, kh.t(), scale, 0.0);
             softmax_rows(p, s.k_valid, &s);
             let pd: &[f32] = if dropout.active() {
                 let sc = &mut scratch[off..off + n];
@@ -200,7 +210,7 @@ pub fn attention_forward(
                 p
             };
             let out = MatMut::cols_of(&mut ctx[qb..], s.q_len, cq, h * d, d);
-            matmul(out, MatRef::new(pd, s.q_len, s.k_valid), vh, 1.0, 0.0, Threads::One);
+            head_matmul(precision, out, MatRef::new(pd, s.q_len, s.k_valid), vh, 1.0, 0.0);
         }
     });
 }
@@ -221,6 +231,7 @@ pub fn attention_backward(
     spans: &[AttnSpan],
     heads: Heads,
     dropout: Dropout,
+    precision: Precision,
 ) {
     let (d, group) = (heads.dim, heads.q / heads.kv);
     let (cq, ckv) = (heads.q * d, heads.kv * d);
@@ -245,15 +256,15 @@ pub fn attention_backward(
             gr.copy_from_slice(p);
             dropout.apply(gr, off);
             let dvh = MatMut::cols_of(&mut dv[kb..], s.k_valid, ckv, g * d, d);
-            matmul(dvh, MatRef::new(gr, s.q_len, s.k_valid).t(), dctx_h, 1.0, beta, Threads::One);
+            head_matmul(precision, dvh, MatRef::new(gr, s.q_len, s.k_valid).t(), dctx_h, 1.0, beta);
             // dP = (dctx · Vᵀ) ∘ mask;  dS = P ∘ (dP - rowsum(dP ∘ P)) · scale (0 where P is masked)
-            matmul(MatMut::new(gr, s.q_len, s.k_valid), dctx_h, vh.t(), 1.0, 0.0, Threads::One);
+            head_matmul(precision, MatMut::new(gr, s.q_len, s.k_valid), dctx_h, vh.t(), 1.0, 0.0);
             dropout.apply(gr, off);
             softmax_backward_rows(gr, p, s.k_valid, scale);
             let gs = MatRef::new(gr, s.q_len, s.k_valid);
-            matmul(MatMut::cols_of(&mut dq[qb..], s.q_len, cq, h * d, d), gs, kh, 1.0, 0.0, Threads::One);
+            head_matmul(precision, MatMut::cols_of(&mut dq[qb..], s.q_len, cq, h * d, d), gs, kh, 1.0, 0.0);
             let dkh = MatMut::cols_of(&mut dk[kb..], s.k_valid, ckv, g * d, d);
-            matmul(dkh, gs.t(), qh, 1.0, beta, Threads::One);
+            head_matmul(precision, dkh, gs.t(), qh, 1.0, beta);
         }
         for row in s.k_valid..s.k_total {
             let at = kb + row * ckv + g * d;
@@ -279,13 +290,66 @@ mod tests {
     }
 
     fn run(q: &[f32], k: &[f32], v: &[f32], drop: Dropout) -> (Vec<f32>, Vec<f32>) {
+        run_in(q, k, v, drop, Precision::Fp32)
+    }
+
+    fn run_in(q: &[f32], k: &[f32], v: &[f32], drop: Dropout, precision: Precision) -> (Vec<f32>, Vec<f32>) {
         let s = seqs();
         let n = 9;
         let mut ctx = vec![0.0; n * C];
         let mut probs = vec![0.0; probs_len(&s, H)];
         let mut scratch = probs.clone();
-        attention_forward(&mut ctx, &mut probs, &mut scratch, q, k, v, &s, Heads::mha(H, C), drop);
+        attention_forward(&mut ctx, &mut probs, &mut scratch, q, k, v, &s, Heads::mha(H, C), drop, precision);
         (ctx, probs)
+    }
+
+    #[test]
+    fn bf16_attention_is_fp32_attention_within_bf16_rounding() {
+        let (q, k, v) = (random_vec(9 * C, 21), random_vec(9 * C, 22), random_vec(9 * C, 23));
+        let (c32, p32) = run(&q, &k, &v, Dropout::OFF);
+        let (c16, p16) = run_in(&q, &k, &v, Dropout::OFF, Precision::Bf16);
+        // bf16 keeps 8 significant bits: each product term is off by ≤ 2⁻⁸ relative.
+        let (dc, dp) = (max_abs_diff(&c32, &c16), max_abs_diff(&p32, &p16));
+        assert!(dc > 0.0 && dc < 3e-2, "context differs by {dc:e}");
+        assert!(dp > 0.0 && dp < 3e-2, "probabilities differ by {dp:e}");
+        let (mut dq, mut dk, mut dv) = (vec![0.0; 9 * C], vec![0.0; 9 * C], vec![0.0; 9 * C]);
+        let (mut dq16, mut dk16, mut dv16) = (dq.clone(), dk.clone(), dv.clone());
+        let g = random_vec(9 * C, 24);
+        let mut scratch = vec![0.0; p32.len()];
+        attention_backward(
+            &mut dq,
+            &mut dk,
+            &mut dv,
+            &mut scratch,
+            &g,
+            &q,
+            &k,
+            &v,
+            &p32,
+            &seqs(),
+            Heads::mha(H, C),
+            Dropout::OFF,
+            Precision::Fp32,
+        );
+        attention_backward(
+            &mut dq16,
+            &mut dk16,
+            &mut dv16,
+            &mut scratch,
+            &g,
+            &q,
+            &k,
+            &v,
+            &p16,
+            &seqs(),
+            Heads::mha(H, C),
+            Dropout::OFF,
+            Precision::Bf16,
+        );
+        for (what, a, b) in [("dq", &dq, &dq16), ("dk", &dk, &dk16), ("dv", &dv, &dv16)] {
+            let d = max_abs_diff(a, b);
+            assert!(d < 3e-2 * a.iter().fold(1.0f32, |m, x| m.max(x.abs())), "{what} differs by {d:e}");
+        }
     }
 
     #[test]
@@ -312,7 +376,7 @@ mod tests {
         let mut ctx = vec![0.0; 3 * C];
         let mut probs = vec![0.0; probs_len(&spans, H)];
         let mut scratch = probs.clone();
-        attention_forward(&mut ctx, &mut probs, &mut scratch, &qc, &k, &v, &spans, Heads::mha(H, C), Dropout::OFF);
+        attention_forward(&mut ctx, &mut probs, &mut scratch, &qc, &k, &v, &spans, Heads::mha(H, C), Dropout::OFF, Precision::Fp32);
         for (i, s) in seq.iter().enumerate() {
             assert!(max_abs_diff(&ctx[i * C..(i + 1) * C], &full[s.start * C..(s.start + 1) * C]) < 1e-6);
         }
@@ -327,7 +391,21 @@ mod tests {
             let (_, probs) = run(&q, &k, &v, drop);
             let (mut dq, mut dk, mut dv) = (vec![1.0; n * C], vec![1.0; n * C], vec![1.0; n * C]);
             let mut scratch = vec![0.0; probs.len()];
-            attention_backward(&mut dq, &mut dk, &mut dv, &mut scratch, &probe, &q, &k, &v, &probs, &seqs(), Heads::mha(H, C), drop);
+            attention_backward(
+                &mut dq,
+                &mut dk,
+                &mut dv,
+                &mut scratch,
+                &probe,
+                &q,
+                &k,
+                &v,
+                &probs,
+                &seqs(),
+                Heads::mha(H, C),
+                drop,
+                Precision::Fp32,
+            );
             check_gradient("attention dq", &q, &dq, 1, |q| dot(&run(q, &k, &v, drop).0, &probe));
             check_gradient("attention dk", &k, &dk, 1, |k| dot(&run(&q, k, &v, drop).0, &probe));
             check_gradient("attention dv", &v, &dv, 1, |v| dot(&run(&q, &k, v, drop).0, &probe));
@@ -376,7 +454,7 @@ mod tests {
             let mut ctx = vec![0.0; n * cq];
             let mut probs = vec![0.0; probs_len(&spans, heads.q)];
             let mut scratch = probs.clone();
-            attention_forward(&mut ctx, &mut probs, &mut scratch, q, k, v, &spans, heads, Dropout::OFF);
+            attention_forward(&mut ctx, &mut probs, &mut scratch, q, k, v, &spans, heads, Dropout::OFF, Precision::Fp32);
             (ctx, probs)
         };
         let (ctx, probs) = fwd(&q, &k, &v);
@@ -393,7 +471,21 @@ mod tests {
         let probe = random_vec(n * cq, 4);
         let (mut dq, mut dk, mut dv) = (vec![1.0; n * cq], vec![1.0; n * ckv], vec![1.0; n * ckv]);
         let mut scratch = vec![0.0; probs.len()];
-        attention_backward(&mut dq, &mut dk, &mut dv, &mut scratch, &probe, &q, &k, &v, &probs, &spans, heads, Dropout::OFF);
+        attention_backward(
+            &mut dq,
+            &mut dk,
+            &mut dv,
+            &mut scratch,
+            &probe,
+            &q,
+            &k,
+            &v,
+            &probs,
+            &spans,
+            heads,
+            Dropout::OFF,
+            Precision::Fp32,
+        );
         check_gradient("causal gqa dq", &q, &dq, 1, |q| dot(&fwd(q, &k, &v).0, &probe));
         check_gradient("causal gqa dk", &k, &dk, 1, |k| dot(&fwd(&q, k, &v).0, &probe));
         check_gradient("causal gqa dv", &v, &dv, 1, |v| dot(&fwd(&q, &k, v).0, &probe));

@@ -45,7 +45,7 @@ fn keep_factor(seed: u64, threshold: u32, scale: f32, index: u32) -> f32 {
     }
 }
 
-#[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma"))]
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma", "x86_64+avx2+fma"))]
 fn apply_mask(x: &mut [f32], seed: u64, threshold: u32, scale: f32, offset: u32) {
     for (i, v) in x.iter_mut().enumerate() {
         *v *= keep_factor(seed, threshold, scale, offset.wrapping_add(i as u32));

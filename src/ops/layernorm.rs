@@ -9,7 +9,7 @@ use rayon::prelude::*;
 pub(crate) const ROWS_PER_TASK: usize = 16;
 
 /// One row: returns (mean, 1/std) and writes the normalised, scaled, shifted row.
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma"))]
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma", "x86_64+avx2+fma"))]
 fn forward_row(o: &mut [f32], x: &[f32], w: &[f32], b: &[f32], eps: f32) -> (f32, f32) {
     let c = x.len() as f32;
     let mu = x.iter().sum::<f32>() / c;
@@ -22,7 +22,7 @@ fn forward_row(o: &mut [f32], x: &[f32], w: &[f32], b: &[f32], eps: f32) -> (f32
 }
 
 /// One row of the input gradient.
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma"))]
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma", "x86_64+avx2+fma"))]
 fn backward_row(dx: &mut [f32], dout: &[f32], x: &[f32], mu: f32, rs: f32, w: &[f32], accumulate: bool) {
     let c = x.len() as f32;
     let (mut sum_g, mut sum_gx) = (0.0f32, 0.0f32);

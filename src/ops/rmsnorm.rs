@@ -8,7 +8,7 @@ use multiversion::multiversion;
 use rayon::prelude::*;
 
 /// One row: returns 1/rms and writes the normalised, scaled row.
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma"))]
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma", "x86_64+avx2+fma"))]
 fn forward_row(o: &mut [f32], x: &[f32], w: &[f32], eps: f32) -> f32 {
     let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
     let rs = 1.0 / (ms + eps).sqrt();
@@ -19,7 +19,7 @@ fn forward_row(o: &mut [f32], x: &[f32], w: &[f32], eps: f32) -> f32 {
 }
 
 /// One row of the input gradient: dx = rs · (g − y · mean(g · y)) with g = dout · w, y = x · rs.
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma"))]
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma", "x86_64+avx2+fma"))]
 fn backward_row(dx: &mut [f32], dout: &[f32], x: &[f32], rs: f32, w: &[f32], accumulate: bool) {
     let c = x.len() as f32;
     let dot: f32 = dout.iter().zip(x).zip(w).map(|((d, xv), wv)| d * wv * xv * rs).sum();

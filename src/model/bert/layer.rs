@@ -79,7 +79,7 @@ impl EncoderLayer {
         lq.forward(q, hq, xq, lora_x, nq, drop.lora[Q]);
         lk.forward(k, hk, x, lora_x, n, drop.lora[K]);
         lv.forward(v, hv, x, lora_x, n, drop.lora[V]);
-        attention_forward(ctx, probs, probs_drop, q, k, v, spans, Heads::mha(self.heads, c), drop.attn);
+        attention_forward(ctx, probs, probs_drop, q, k, v, spans, Heads::mha(self.heads, c), drop.attn, lo.precision);
         lo.forward(attn_res, ho, &ctx[..nq * c], lora_x, nq, drop.lora[O]);
         drop.attn_out.apply(&mut attn_res[..nq * c], 0);
         add_into(&mut attn_res[..nq * c], xq);
@@ -178,6 +178,7 @@ impl EncoderLayer {
             spans,
             Heads::mha(self.heads, c),
             drop.attn,
+            lo.precision,
         );
         lq.backward(need_dx.then_some(&mut d_b[..]), true, dq, xq, &lh[Q], lora, nq, drop.lora[Q]);
         if compact && need_dx {

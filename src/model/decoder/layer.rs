@@ -169,7 +169,7 @@ impl DecoderLayer {
             rope_forward(q, cos, sin, n, h, d);
             rope_forward(k, cos, sin, n, self.heads.kv, d);
         }
-        attention_forward(ctx, probs, probs_drop, q, k, v, spans, self.heads, drop.attn);
+        attention_forward(ctx, probs, probs_drop, q, k, v, spans, self.heads, drop.attn, self.o.precision);
         self.o.forward(h1, lh.next().expect("7 slots"), &ctx[..n * qd], lora_x, n, drop.lora[li]);
         li += 1;
         drop.attn_out.apply(&mut h1[..n * c], 0);
@@ -260,7 +260,21 @@ impl DecoderLayer {
         };
         let oi = n_attn - 1;
         self.o.backward(Some(d_ctx), false, d_o, &cache.ctx, &lh[oi], lora, n, drop.lora[oi]);
-        attention_backward(dq, dk, dv, probs, d_ctx, &cache.q, &cache.k, &cache.v, &cache.probs, spans, self.heads, drop.attn);
+        attention_backward(
+            dq,
+            dk,
+            dv,
+            probs,
+            d_ctx,
+            &cache.q,
+            &cache.k,
+            &cache.v,
+            &cache.probs,
+            spans,
+            self.heads,
+            drop.attn,
+            self.o.precision,
+        );
         if let Some((cos, sin)) = rope {
             rope_backward(dq, cos, sin, n, h, d);
             rope_backward(dk, cos, sin, n, self.heads.kv, d);
