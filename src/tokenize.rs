@@ -12,6 +12,9 @@ use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
 use tokenizers::{TruncationDirection, TruncationParams, TruncationStrategy};
 
+/// Token ids of a text and each token's byte range `[start, end)` in it.
+pub type IdsAndOffsets = (Vec<u32>, Vec<(usize, usize)>);
+
 /// A model's tokenizer.
 #[derive(Clone)]
 pub struct Tokenizer {
@@ -168,7 +171,7 @@ impl Tokenizer {
 
     /// Token ids of one text and each token's byte range `[start, end)` in it, without truncation;
     /// with the model's special tokens when `add_special_tokens` (their ranges are empty).
-    pub fn encode_with_offsets(&self, text: &str, add_special_tokens: bool) -> Result<(Vec<u32>, Vec<(usize, usize)>)> {
+    pub fn encode_with_offsets(&self, text: &str, add_special_tokens: bool) -> Result<IdsAndOffsets> {
         let enc = self.untruncated.encode(text, add_special_tokens).map_err(|e| tok_err(&self.source, e))?;
         Ok((enc.get_ids().to_vec(), enc.get_offsets().to_vec()))
     }

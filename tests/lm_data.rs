@@ -140,7 +140,7 @@ fn chitchat_loss_is_exactly_the_assistant_replies() {
         return;
     }
     let file = lm::read_jsonl(&path).unwrap();
-    let got = lm::load(&path, &tok, None, &LmOptions { max_length: 8192, train_on_prompt: false }).unwrap();
+    let got = lm::load(&path, &tok, None, &LmOptions { max_length: 32768, train_on_prompt: false }).unwrap();
     assert_eq!(got.examples.len(), file.records.len());
     assert!(got.examples.len() > 4000, "{}", got.examples.len());
     assert_eq!(got.truncation.truncated, 0, "{}", got.truncation);

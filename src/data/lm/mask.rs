@@ -167,7 +167,7 @@ mod tests {
         let offsets = [(0, 3), (3, 5), (5, 9), (9, 9), (9, 12), (12, 14)];
         assert_eq!(span_mask(&offsets, &[4..6, 12..13]), [false, true, true, false, false, true]);
         assert_eq!(span_mask(&offsets, &[]), [false; 6]);
-        assert_eq!(span_mask(&offsets, &[0..14]), [true; 6]);
-        assert_eq!(span_mask(&[(0, 0), (0, 2)], &[0..2]), [false, true]);
+        assert_eq!(span_mask(&offsets, &[Range { start: 0, end: 14 }]), [true; 6]);
+        assert_eq!(span_mask(&[(0, 0), (0, 2)], &[Range { start: 0, end: 2 }]), [false, true]);
     }
 }
