@@ -48,7 +48,8 @@ fn load(tok: &Tokenizer, records: &[Value], template: Option<&Path>) -> (lm::LmF
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data.jsonl");
     std::fs::write(&path, records.iter().map(|r| format!("{r}\n")).collect::<String>()).unwrap();
-    let encoded = lm::load(&path, tok, template, &LmOptions { max_length: 8192, train_on_prompt: false }).unwrap();
+    let encoded =
+        lm::load(&path, tok, template, &LmOptions { max_length: 8192, train_on_prompt: false, drop_long_prompts: false }).unwrap();
     (lm::read_jsonl(&path).unwrap(), encoded)
 }
 
@@ -140,7 +141,7 @@ fn chitchat_loss_is_exactly_the_assistant_replies() {
         return;
     }
     let file = lm::read_jsonl(&path).unwrap();
-    let got = lm::load(&path, &tok, None, &LmOptions { max_length: 32768, train_on_prompt: false }).unwrap();
+    let got = lm::load(&path, &tok, None, &LmOptions { max_length: 32768, train_on_prompt: false, drop_long_prompts: false }).unwrap();
     assert_eq!(got.examples.len(), file.records.len());
     assert!(got.examples.len() > 4000, "{}", got.examples.len());
     assert_eq!(got.truncation.truncated, 0, "{}", got.truncation);

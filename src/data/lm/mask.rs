@@ -69,8 +69,20 @@ pub fn encode_file(
     let results: Vec<Result<(LmExample, usize), LmDataError>> =
         file.records.par_iter().map(|record| encode_record(record, &file.path, tokenizer, template, opts)).collect();
     // In file order, so that the error reported is the first bad line's.
-    let encoded = results.into_iter().collect::<Result<Vec<_>, _>>()?;
-    let mut truncation = Truncation { examples: encoded.len(), max_length: opts.max_length, ..Truncation::default() };
+    let (mut encoded, mut dropped, mut first_dropped) = (Vec::with_capacity(results.len()), 0, None);
+    for r in results {
+        match r {
+            Err(e @ LmDataError::PromptTooLong { .. }) if opts.drop_long_prompts => {
+                dropped += 1;
+                first_dropped.get_or_insert(e);
+            }
+            other => encoded.push(other?),
+        }
+    }
+    if let (true, Some(e)) = (encoded.is_empty(), first_dropped) {
+        return Err(e);
+    }
+    let mut truncation = Truncation { examples: encoded.len(), max_length: opts.max_length, dropped, ..Truncation::default() };
     for (_, full) in &encoded {
         truncation.longest = truncation.longest.max(*full);
         truncation.truncated += usize::from(*full > opts.max_length);

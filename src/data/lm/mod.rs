@@ -10,12 +10,14 @@
 //!    every token), truncated to `max_length` ([`encode_file`], [`render_chat`]).
 //! 4. here: the next-token targets a model trains on ([`LmExample::targets`]).
 //!
-//! [`load`] does all of it for one file.
+//! [`load`] does all of it for one file; [`split`] splits, records and loads a training run's
+//! files.
 
 mod error;
 mod jinja;
 pub mod mask;
 pub mod read;
+pub mod split;
 pub mod template;
 
 use crate::tokenize::Tokenizer;
@@ -23,7 +25,8 @@ use std::path::{Path, PathBuf};
 
 pub use error::LmDataError;
 pub use mask::{encode_file, render_chat, RenderedChat};
-pub use read::{detect_shape, read_jsonl, Message, Role};
+pub use read::{causal_lm_shape, detect_shape, read_jsonl, Message, Role};
+pub use split::{prepare_lm, LmSplits};
 pub use template::{generation_prompt, generation_prompt_ids, ChatTemplate};
 
 /// The target of a position that is not trained (the last position, and every position whose next
@@ -78,6 +81,18 @@ pub enum LmSample {
         /// The text, exactly as in the file (not empty).
         text: String,
     },
+}
+
+impl LmSample {
+    /// The record as a JSON object of its shape (`{"messages": …}`, `{"prompt", "completion"}` or
+    /// `{"text"}`): [`read_jsonl`] reads it back as the same sample.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            LmSample::Chat { messages } => serde_json::json!({ "messages": messages }),
+            LmSample::PromptCompletion { prompt, completion } => serde_json::json!({ "prompt": prompt, "completion": completion }),
+            LmSample::Text { text } => serde_json::json!({ "text": text }),
+        }
+    }
 }
 
 /// One record of a causal-LM file and the line it came from.
@@ -155,6 +170,10 @@ pub struct LmOptions {
     /// Loss on every token (the prompt, the system and user turns and the template's markup too),
     /// instead of only on the assistant replies / the completion.
     pub train_on_prompt: bool,
+    /// Leave out (and count in [`Truncation::dropped`]) the examples whose part before the first
+    /// target is `max_length` tokens or more, instead of failing on the first (training on a real
+    /// data set); when every example would be left out, the first one's error is returned.
+    pub drop_long_prompts: bool,
 }
 
 /// How many examples truncation shortened: the caller prints it as a warning.
@@ -168,20 +187,30 @@ pub struct Truncation {
     pub max_length: usize,
     /// The longest example before truncation, in tokens.
     pub longest: usize,
+    /// Examples left out because truncation would leave them nothing to learn (see
+    /// [`LmOptions::drop_long_prompts`]); not counted in `examples`.
+    pub dropped: usize,
 }
 
 impl Truncation {
     /// Whether any example was truncated.
     pub fn any(&self) -> bool {
-        self.truncated > 0
+        self.truncated > 0 || self.dropped > 0
     }
 }
 
 impl std::fmt::Display for Truncation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} of {} examples truncated to {} tokens", self.truncated, self.examples, self.max_length)?;
-        if self.any() {
+        if self.truncated > 0 {
             write!(f, " (the longest has {}); raise --max-length to keep them whole", self.longest)?;
+        }
+        if self.dropped > 0 {
+            write!(
+                f,
+                "; {} more left out, their prompt alone being {} tokens or more (raise --max-length to keep them)",
+                self.dropped, self.max_length
+            )?;
         }
         Ok(())
     }

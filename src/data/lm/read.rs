@@ -126,8 +126,22 @@ pub fn read_jsonl(path: &Path) -> Result<LmFile, LmDataError> {
 /// The shape of a data file, from its first non-blank line: `None` when the file is not JSON Lines
 /// (by its extension: .jsonl, .ndjson or .json), or its first record is no causal-LM shape (or not
 /// JSON). Fails only when the file cannot be read. `lowrank train` picks `--task causal-lm` when
-/// the shape [implies it](LmShape::implies_causal_lm).
+/// the shape [implies it](LmShape::implies_causal_lm) (see [`causal_lm_shape`]).
 pub fn detect_shape(path: &Path) -> Result<Option<LmShape>, LmDataError> {
+    Ok(first_object(path)?.and_then(|o| shape_of(&o)))
+}
+
+/// The shape of a data file when its first record makes it causal-LM data: a conversation, a
+/// prompt / completion pair, or a text without a `label_field` (a text with a label is a
+/// classification example). `None` otherwise, as for [`detect_shape`].
+pub fn causal_lm_shape(path: &Path, label_field: &str) -> Result<Option<LmShape>, LmDataError> {
+    let Some(object) = first_object(path)? else { return Ok(None) };
+    Ok(shape_of(&object).filter(|s| s.implies_causal_lm() || object.get(label_field).is_none_or(Value::is_null)))
+}
+
+/// The first non-blank line of a JSON Lines file as a JSON object (None: not a JSON Lines file by
+/// its extension, or the line is not an object).
+fn first_object(path: &Path) -> Result<Option<Map<String, Value>>, LmDataError> {
     let extension = path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
     if !matches!(extension.as_str(), "jsonl" | "ndjson" | "json") {
         return Ok(None);
@@ -144,7 +158,7 @@ pub fn detect_shape(path: &Path) -> Result<Option<LmShape>, LmDataError> {
             continue;
         }
         return Ok(match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(object)) => shape_of(&object),
+            Ok(Value::Object(object)) => Some(object),
             _ => None,
         });
     }

@@ -52,7 +52,7 @@ fn write(dir: &TempDir, name: &str, contents: &str) -> PathBuf {
 }
 
 fn opts(max_length: usize) -> LmOptions {
-    LmOptions { max_length, train_on_prompt: false }
+    LmOptions { max_length, train_on_prompt: false, drop_long_prompts: false }
 }
 
 /// The runs of consecutive loss tokens, decoded.
@@ -159,6 +159,11 @@ fn detects_the_shape_from_the_first_record() {
     assert!(LmShape::Chat.implies_causal_lm() && LmShape::PromptCompletion.implies_causal_lm());
     assert!(!LmShape::Text.implies_causal_lm());
     assert!(detect_shape(&dir.path().join("missing.jsonl")).unwrap_err().to_string().contains("does not exist"));
+    let lm = |name: &str, contents: &str| causal_lm_shape(&write(&dir, name, contents), "label").unwrap();
+    assert_eq!(lm("g.jsonl", "{\"text\": \"x\", \"label\": 0}\n"), None, "a labelled text is classification data");
+    assert_eq!(lm("h.jsonl", "{\"text\": \"x\"}\n"), Some(LmShape::Text));
+    assert_eq!(lm("i.jsonl", "{\"messages\": [], \"label\": 1}\n"), Some(LmShape::Chat));
+    assert_eq!(lm("j.csv", "text\nx\n"), None);
 }
 
 #[test]
@@ -186,8 +191,13 @@ fn chatml_loss_covers_each_reply_and_its_end_of_turn_only() {
     assert_eq!(ex.loss.iter().position(|&on| on), Some(header.len()));
     assert_eq!((ex.line, enc.shape, enc.truncation.truncated), (1, LmShape::Chat, 0));
 
-    let all =
-        load_one(&tok, &dir, chat(&[("user", "Hi"), ("assistant", "Yo")]), &LmOptions { max_length: 512, train_on_prompt: true }).unwrap();
+    let all = load_one(
+        &tok,
+        &dir,
+        chat(&[("user", "Hi"), ("assistant", "Yo")]),
+        &LmOptions { max_length: 512, train_on_prompt: true, drop_long_prompts: false },
+    )
+    .unwrap();
     assert!(all.examples[0].loss.iter().all(|&on| on));
 }
 
@@ -202,8 +212,13 @@ fn prompt_completion_and_text_add_bos_and_eos_and_mask_the_prompt() {
     assert_eq!(ex.ids.len(), 1 + "Cheese in French: fromage".len() + 1);
     assert_eq!(loss_runs(&tok, ex), [" fromage<|im_end|>"]);
 
-    let trained =
-        load_one(&tok, &dir, json!({"prompt": "P:", "completion": "c"}), &LmOptions { max_length: 512, train_on_prompt: true }).unwrap();
+    let trained = load_one(
+        &tok,
+        &dir,
+        json!({"prompt": "P:", "completion": "c"}),
+        &LmOptions { max_length: 512, train_on_prompt: true, drop_long_prompts: false },
+    )
+    .unwrap();
     assert!(trained.examples[0].loss.iter().all(|&on| on));
 
     let text = load_one(&tok, &dir, json!({"text": "abc"}), &opts(512)).unwrap();
@@ -229,7 +244,7 @@ fn truncation_keeps_the_beginning_and_is_counted() {
     assert_eq!(cut.examples[0].loss, full.examples[0].loss[..8]);
     assert_eq!(cut.examples[1], full.examples[1]);
     let longest = full.examples[0].ids.len();
-    assert_eq!(cut.truncation, Truncation { truncated: 1, examples: 2, max_length: 8, longest });
+    assert_eq!(cut.truncation, Truncation { truncated: 1, examples: 2, max_length: 8, longest, dropped: 0 });
     assert_eq!(
         cut.truncation.to_string(),
         format!("1 of 2 examples truncated to 8 tokens (the longest has {longest}); raise --max-length to keep them whole")
@@ -251,7 +266,13 @@ fn a_prompt_longer_than_max_length_is_an_error_naming_the_line_and_the_fix() {
     assert!(e.to_string().contains("d.jsonl:3: the prompt alone is 21 tokens"), "{e}");
     assert!(e.to_string().contains("raise --max-length to at least 22"), "{e}");
     let e = load_one(&tok, &dir, chat(&[("user", "a long question"), ("assistant", "x")]), &opts(10)).unwrap_err().to_string();
-    assert!(e.contains(":1: the conversation before the first assistant reply alone is"), "{e}");
+    assert!(e.contains(":1: the conversation before the first assistant reply alone is"), "{e}"); // Left out and counted instead, unless nothing would be left.
+    let lenient = LmOptions { drop_long_prompts: true, ..opts(10) };
+    let kept = load(&path, &tok, None, &lenient).unwrap();
+    assert_eq!((kept.examples.len(), kept.examples[0].line, kept.truncation.dropped), (1, 1, 1));
+    assert!(kept.truncation.any() && kept.truncation.to_string().contains("1 more left out"), "{}", kept.truncation);
+    let e = load_one(&tok, &dir, chat(&[("user", "a long question"), ("assistant", "x")]), &lenient).unwrap_err();
+    assert!(matches!(e, LmDataError::PromptTooLong { .. }), "{e}");
 }
 
 #[test]
@@ -300,7 +321,7 @@ fn template_problems_are_clear_errors() {
     let two = write(&dir, "two.jsonl", &format!("{}\n", chat(&[("user", "a"), ("assistant", "b"), ("user", "c"), ("assistant", "d")])));
     let e = load(&two, &tok, Some(&rewrites), &opts(64)).unwrap_err();
     assert!(matches!(&e, LmDataError::TemplateNotPrefix { line: Some(1), number: 2, .. }), "{e}");
-    let all = load(&two, &tok, Some(&rewrites), &LmOptions { max_length: 64, train_on_prompt: true }).unwrap();
+    let all = load(&two, &tok, Some(&rewrites), &LmOptions { max_length: 64, train_on_prompt: true, drop_long_prompts: false }).unwrap();
     assert_eq!(all.examples[0].ids, tok.encode_raw("a[earlier reply]cd").unwrap());
 }
 
