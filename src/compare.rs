@@ -102,9 +102,10 @@ pub fn compare(
 /// Evaluates a finished run on a labelled file; writes `eval-<stem>.json` into the run folder.
 pub fn eval_extra(run_dir: &Path, data_path: &Path) -> Result<f64> {
     let t = load_trained(run_dir)?;
-    let ds = data::load(data_path, &ReadOptions { label_map: Some(t.labels.clone()), ..Default::default() })?;
+    let classes = t.classes()?;
+    let ds = data::load(data_path, &ReadOptions { label_map: Some(classes.clone()), ..Default::default() })?;
     let enc = data::encode(&ds, &t.tokenizer)?;
-    let m = evaluate(&t.model, &mut Activations::default(), &enc.ids, &enc.labels, t.labels.names(), 64, t.tokenizer.pad_id);
+    let m = evaluate(&t.model, &mut Activations::default(), &enc.ids, &enc.labels, classes.names(), 64, t.tokenizer.pad_id);
     let stem = data_path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     crate::fsutil::write_json(&run_dir.join(format!("eval-{stem}.json")), &serde_json::json!({"data": data_path, "metrics": m}))?;
     Ok(m.accuracy)

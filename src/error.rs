@@ -15,6 +15,10 @@ pub enum Error {
     #[error(transparent)]
     Data(#[from] DataError),
 
+    /// A problem with causal-LM data (see [`crate::data::lm::LmDataError`]).
+    #[error(transparent)]
+    LmData(#[from] crate::data::lm::LmDataError),
+
     /// A file could not be read or written.
     #[error("cannot {action} {}: {source}", path.display())]
     Io {

@@ -12,6 +12,9 @@ use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
 use tokenizers::{TruncationDirection, TruncationParams, TruncationStrategy};
 
+/// Token ids of a text and each token's byte range `[start, end)` in it.
+pub type IdsAndOffsets = (Vec<u32>, Vec<(usize, usize)>);
+
 /// A model's tokenizer.
 #[derive(Clone)]
 pub struct Tokenizer {
@@ -26,6 +29,8 @@ pub struct Tokenizer {
     pub pad_id: u32,
     /// End-of-sequence token ids (a decoder's generation stops at them).
     pub eos_ids: Vec<u32>,
+    /// Id of the beginning-of-sequence token, when the model names one (a chat template's `bos_token`).
+    pub bos_id: Option<u32>,
     /// The chat template (Jinja), when the model has one.
     pub chat_template: Option<String>,
 }
@@ -80,6 +85,7 @@ impl Tokenizer {
         let mut t = Self::finish(g.inner.clone(), path.to_path_buf(), max_length)?;
         t.pad_id = g.pad_id().or(g.eos_id()).unwrap_or(0);
         t.eos_ids = g.eos_id().into_iter().collect();
+        t.bos_id = g.bos_id();
         t.chat_template = g.chat_template().map(str::to_string);
         Ok(t)
     }
@@ -104,6 +110,7 @@ impl Tokenizer {
         if let Some(id) = token("eos_token").and_then(|t| self.inner.token_to_id(&t)) {
             self.eos_ids = vec![id];
         }
+        self.bos_id = token("bos_token").and_then(|t| self.inner.token_to_id(&t));
         self.chat_template = cfg.get("chat_template").and_then(Value::as_str).map(str::to_string);
     }
 
@@ -135,7 +142,7 @@ impl Tokenizer {
             }))
             .map_err(|e| tok_err(&source, e))?;
         let pad_id = inner.token_to_id("[PAD]").unwrap_or(0);
-        Ok(Tokenizer { inner, untruncated, source, max_length, pad_id, eos_ids: Vec::new(), chat_template: None })
+        Ok(Tokenizer { inner, untruncated, source, max_length, pad_id, eos_ids: Vec::new(), bos_id: None, chat_template: None })
     }
 
     /// Token ids of one text, with [CLS] and [SEP].
@@ -160,6 +167,18 @@ impl Tokenizer {
     pub fn encode_raw(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self.untruncated.encode(text, false).map_err(|e| tok_err(&self.source, e))?;
         Ok(enc.get_ids().to_vec())
+    }
+
+    /// Token ids of one text and each token's byte range `[start, end)` in it, without truncation;
+    /// with the model's special tokens when `add_special_tokens` (their ranges are empty).
+    pub fn encode_with_offsets(&self, text: &str, add_special_tokens: bool) -> Result<IdsAndOffsets> {
+        let enc = self.untruncated.encode(text, add_special_tokens).map_err(|e| tok_err(&self.source, e))?;
+        Ok((enc.get_ids().to_vec(), enc.get_offsets().to_vec()))
+    }
+
+    /// The text of a token id (its vocabulary entry), if the vocabulary has it.
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
     }
 
     /// The id of a token, if the vocabulary has it.

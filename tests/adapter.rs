@@ -95,7 +95,7 @@ fn save_load_merge_unmerge_round_trip() {
     let labels = labels();
     let info = AdapterInfo {
         base_model: "tiny-bert".into(),
-        labels: &labels,
+        labels: Some(&labels),
         tokenizer_dir: d.path(),
         lora: Some(LoraConfig { r: 4, alpha: 2.0, scaling: Scaling::Raschka, dropout: 0.0 }),
     };

@@ -17,8 +17,8 @@ use std::path::Path;
 pub struct AdapterInfo<'a> {
     /// base_model_name_or_path.
     pub base_model: String,
-    /// Class names, written as labels.json.
-    pub labels: &'a LabelMap,
+    /// Class names, written as labels.json (None: a causal LM, no labels.json).
+    pub labels: Option<&'a LabelMap>,
     /// Folder whose tokenizer files are copied beside the adapter.
     pub tokenizer_dir: &'a Path,
     /// The LoRA hyperparameters (None when nothing has LoRA, e.g. last-layers).
@@ -126,7 +126,9 @@ pub fn save_adapter(model: &Model, dir: &Path, info: &AdapterInfo<'_>) -> Result
         tensorfile::write(&tmp.join("adapter_model.safetensors"), &tensors, &[("format", "pt")])?;
         crate::fsutil::write_json(&tmp.join("adapter_config.json"), &config)?;
         crate::fsutil::write_json(&tmp.join("lowrank.json"), &extra)?;
-        crate::fsutil::write_json(&tmp.join("labels.json"), info.labels)?;
+        if let Some(labels) = info.labels {
+            crate::fsutil::write_json(&tmp.join("labels.json"), labels)?;
+        }
         copy_tokenizer_files(info.tokenizer_dir, tmp)
     })
 }

@@ -1,21 +1,32 @@
-//! `lowrank eval`: a trained run on another labelled file: accuracy, confusion matrix and
-//! per-class precision / recall / F1.
+//! `lowrank eval`: a trained run on another file — a classifier's accuracy, confusion matrix and
+//! per-class precision / recall / F1, or a causal LM's loss and perplexity (also of a base model
+//! with `--model`, e.g. before fine-tuning).
 
+use crate::data::lm::{self, LmOptions};
 use crate::data::{self, encode, ReadOptions};
-use crate::infer::evaluate;
-use crate::model::Activations;
-use crate::run::load_trained;
+use crate::infer::{evaluate, evaluate_lm, Metrics};
+use crate::model::{Activations, HeadKind, LoadOptions, Model};
+use crate::run::{load_trained, Task};
+use crate::tokenize::Tokenizer;
 use clap::Args;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+/// Causal-LM examples per forward pass.
+const LM_BATCH: usize = 16;
 
 /// Options of `lowrank eval`.
 #[derive(Args, Debug)]
 pub struct EvalArgs {
     /// The run folder (of lowrank train).
-    #[arg(long, value_name = "RUN_DIR")]
-    pub run: PathBuf,
-    /// Labelled data (labels by the run's class names or ids).
+    #[arg(long, value_name = "RUN_DIR", required_unless_present = "model")]
+    pub run: Option<PathBuf>,
+    /// Instead of a run: a base decoder (model folder or GGUF file) evaluated as a causal LM —
+    /// its loss and perplexity on --data before any fine-tuning.
+    #[arg(long, value_name = "DIR|FILE.gguf", conflicts_with = "run")]
+    pub model: Option<String>,
+    /// The data: labelled (labels by the run's class names or ids) for a classifier; JSON Lines
+    /// conversations, prompt / completion pairs or texts for a causal LM.
     #[arg(long, value_name = "PATH")]
     pub data: PathBuf,
     /// Text column.
@@ -24,6 +35,15 @@ pub struct EvalArgs {
     /// Label column.
     #[arg(long, default_value = "label")]
     pub label_column: String,
+    /// Causal LM: a Jinja chat template file (default: the run's, else the model's own).
+    #[arg(long, value_name = "FILE")]
+    pub chat_template: Option<PathBuf>,
+    /// Causal LM: truncation length in tokens (default: the run's; 2048 with --model).
+    #[arg(long, value_name = "N")]
+    pub max_length: Option<usize>,
+    /// Causal LM: the loss over every token, prompts included (default: the run's setting).
+    #[arg(long)]
+    pub train_on_prompt: bool,
     /// Print the metrics as JSON.
     #[arg(long)]
     pub json: bool,
@@ -31,27 +51,52 @@ pub struct EvalArgs {
 
 /// Runs `lowrank eval`.
 pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
-    let t = load_trained(&a.run)?;
+    let Some(run_dir) = &a.run else {
+        let base = crate::hub::resolve_model(a.model.as_deref().expect("clap requires --model without --run"))?;
+        let (model, _) = Model::from_pretrained(&base, &LoadOptions { head: Some(HeadKind::Lm), ..Default::default() })?;
+        let max_length = a.max_length.unwrap_or(2048);
+        let tokenizer = Tokenizer::from_model_dir(&base, max_length)?;
+        let opts = LmOptions { max_length, train_on_prompt: a.train_on_prompt, drop_long_prompts: true };
+        let m = eval_lm(&model, &tokenizer, &a.data, a.chat_template.as_deref(), &opts)?;
+        return report_lm(&a, &m);
+    };
+    let t = load_trained(run_dir)?;
+    let stem = a.data.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "data".into());
+    let save = |m: &Metrics| {
+        crate::fsutil::write_json(&run_dir.join(format!("eval-{stem}.json")), &serde_json::json!({"data": a.data, "metrics": m}))
+    };
+    if t.config.task == Task::CausalLm {
+        let c = &t.config;
+        let opts = LmOptions {
+            max_length: a.max_length.unwrap_or(c.max_length),
+            train_on_prompt: a.train_on_prompt || c.train_on_prompt,
+            drop_long_prompts: true,
+        };
+        let template = a.chat_template.as_deref().or(c.chat_template.as_deref());
+        let m = eval_lm(&t.model, &t.tokenizer, &a.data, template, &opts)?;
+        save(&m)?;
+        return report_lm(&a, &m);
+    }
+    let classes = t.classes()?;
     let ds = data::load(
         &a.data,
         &ReadOptions {
             text_column: a.text_column.clone(),
             label_column: a.label_column.clone(),
-            label_map: Some(t.labels.clone()),
+            label_map: Some(classes.clone()),
             ..Default::default()
         },
     )?;
     let enc = encode(&ds, &t.tokenizer)?;
     let mut acts = Activations::default();
-    let m = evaluate(&t.model, &mut acts, &enc.ids, &enc.labels, t.labels.names(), 64, t.tokenizer.pad_id);
-    let stem = a.data.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "data".into());
-    crate::fsutil::write_json(&a.run.join(format!("eval-{stem}.json")), &serde_json::json!({"data": a.data, "metrics": m}))?;
+    let m = evaluate(&t.model, &mut acts, &enc.ids, &enc.labels, classes.names(), 64, t.tokenizer.pad_id);
+    save(&m)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&m)?);
         return Ok(ExitCode::SUCCESS);
     }
     println!("{}: accuracy {:.2}% on {} examples (loss {:.4})", a.data.display(), 100.0 * m.accuracy, m.n, m.loss);
-    let names = t.labels.names();
+    let names = classes.names();
     let w = names.iter().map(String::len).max().unwrap_or(5).max(9);
     println!("\nconfusion (rows: true, columns: predicted)");
     print!("{:>w$}", "");
@@ -69,6 +114,32 @@ pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
     println!("\n{:>w$} {:>9} {:>9} {:>9} {:>9}", "class", "precision", "recall", "f1", "support");
     for c in &m.per_class {
         println!("{:>w$} {:>9.4} {:>9.4} {:>9.4} {:>9}", c.label, c.precision, c.recall, c.f1, c.support);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A causal LM's metrics on a JSON Lines file (truncation reported on stderr).
+fn eval_lm(model: &Model, tokenizer: &Tokenizer, data: &Path, template: Option<&Path>, opts: &LmOptions) -> anyhow::Result<Metrics> {
+    let enc = lm::load(data, tokenizer, template, opts)?;
+    if enc.truncation.any() {
+        super::log(&format!("warning: {}", enc.truncation));
+    }
+    Ok(evaluate_lm(model, &mut Activations::default(), &enc.examples, LM_BATCH))
+}
+
+fn report_lm(a: &EvalArgs, m: &Metrics) -> anyhow::Result<ExitCode> {
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(m)?);
+    } else {
+        println!(
+            "{}: loss {:.4}, perplexity {:.3} over {} target tokens of {} examples (next-token accuracy {:.2}%)",
+            a.data.display(),
+            m.loss,
+            m.perplexity.unwrap_or(f64::NAN),
+            m.tokens.unwrap_or(0),
+            m.n,
+            100.0 * m.accuracy
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

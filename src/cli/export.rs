@@ -38,7 +38,7 @@ pub struct MergeArgs {
 /// Runs `lowrank export`.
 pub fn run_export(a: ExportArgs) -> anyhow::Result<ExitCode> {
     let t = load_trained(&a.run)?;
-    export(&a.run, &t.config, &t.model, &t.labels, &t.tokenizer, Some(&a.out))?;
+    export(&a.run, &t.config, &t.model, t.labels.as_ref(), &t.tokenizer, Some(&a.out))?;
     eprintln!("wrote {}", a.out.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -31,9 +31,11 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Fine-tune a model on labelled text (LoRA, last layers, or full); resumable.
+    /// Fine-tune a model on labelled text, or a decoder as a causal LM on conversations, prompt /
+    /// completion pairs or texts (LoRA, last layers, or full); resumable.
     Train(train::TrainArgs),
-    /// Evaluate a trained run on another labelled file.
+    /// Evaluate a trained run on another file: a classifier's accuracy, a causal LM's loss and
+    /// perplexity (also a base decoder's, with --model).
     Eval(eval::EvalArgs),
     /// The seed's comparison: last-layers, LoRA default, LoRA best, full fine-tuning.
     Compare(compare::CompareArgs),

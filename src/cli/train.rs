@@ -1,7 +1,8 @@
 //! `lowrank train`: one fine-tuning run into a run folder.
 
 use super::args::{train_config, DataArgs, LoopArgs, ModelArgs, PlanArgs};
-use crate::run::TrainConfig;
+use crate::data::DataSource;
+use crate::run::{Task, TrainConfig};
 use crate::train::{train, Outcome};
 use anyhow::Context;
 use clap::Args;
@@ -20,6 +21,20 @@ pub struct TrainArgs {
     pub plan: PlanArgs,
     #[command(flatten)]
     pub lp: LoopArgs,
+    /// What to learn: classification (labelled texts) or causal-lm (a decoder learns the replies
+    /// of conversations, the completions of prompts, or texts). Default: causal-lm when the JSON
+    /// Lines data has "messages", "prompt" / "completion", or "text" without a label; else
+    /// classification.
+    #[arg(long, value_name = "TASK")]
+    pub task: Option<Task>,
+    /// A Jinja chat template file for the conversations (causal-lm; default: the model's own,
+    /// from tokenizer_config.json or the GGUF file).
+    #[arg(long, value_name = "FILE")]
+    pub chat_template: Option<PathBuf>,
+    /// Causal-lm: train on every token (system and user turns, prompts and the template's markup
+    /// too), not only on the assistant replies / completions.
+    #[arg(long)]
+    pub train_on_prompt: bool,
     /// Start from this adapter (PEFT folder): its LoRA layers and saved modules train further.
     #[arg(long, value_name = "DIR")]
     pub adapter: Option<PathBuf>,
@@ -36,6 +51,13 @@ pub struct TrainArgs {
 pub fn config(a: &TrainArgs) -> anyhow::Result<TrainConfig> {
     let model = a.model.resolve()?;
     let mut cfg = train_config(model, a.model.head, &a.data, &a.plan, &a.lp)?;
+    cfg.task = match a.task {
+        Some(t) => t,
+        None => detect_task(&cfg.data, &cfg.label_column)?,
+    };
+    cfg.chat_template = a.chat_template.clone();
+    cfg.train_on_prompt = a.train_on_prompt;
+    cfg.validate()?;
     if let Some(dir) = &a.adapter {
         let files = crate::adapter::read_adapter(dir)?;
         let l = files.lora_config();
@@ -58,6 +80,22 @@ pub fn config(a: &TrainArgs) -> anyhow::Result<TrainConfig> {
     Ok(cfg)
 }
 
+/// The task the data calls for: causal-lm when the (training) file's first record is causal-LM
+/// data (see [`crate::data::lm::causal_lm_shape`]), else classification.
+pub fn detect_task(data: &DataSource, label_column: &str) -> anyhow::Result<Task> {
+    let path = match data {
+        DataSource::Split { path, .. } => path,
+        DataSource::Files { train, .. } => train,
+    };
+    Ok(match crate::data::lm::causal_lm_shape(path, label_column)? {
+        Some(shape) => {
+            super::log(&format!("--task causal-lm: the first record is {}", shape.describe()));
+            Task::CausalLm
+        }
+        None => Task::Classification,
+    })
+}
+
 /// Runs `lowrank train`.
 pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
     let stop = super::interrupt_flag();
@@ -68,16 +106,26 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
     match train(&cfg, &dir, resume, &stop, &super::log).with_context(|| format!("training run {}", dir.display()))? {
         Outcome::Finished(s) => {
             println!("{}", serde_json::to_string_pretty(&*s)?);
-            super::log(&format!(
-                "done: train {:.2}% / val {:.2}% / test {} (best epoch {}), {} trainable parameters, {:.1} examples/s; results in {}",
-                100.0 * s.train_acc,
-                100.0 * s.val_acc,
-                s.test_acc.map_or("-".into(), |t| format!("{:.2}%", 100.0 * t)),
-                s.best_epoch,
-                s.trainable_params,
-                s.examples_per_s,
-                dir.display()
-            ));
+            let result = match s.val_perplexity {
+                Some(p) => format!(
+                    "val loss {:.4} / perplexity {p:.3}{} (best epoch {}), {} trainable parameters, {:.0} tokens/s",
+                    s.val_loss,
+                    s.test_perplexity.map_or(String::new(), |t| format!(", test perplexity {t:.3}")),
+                    s.best_epoch,
+                    s.trainable_params,
+                    s.tokens_per_s
+                ),
+                None => format!(
+                    "train {:.2}% / val {:.2}% / test {} (best epoch {}), {} trainable parameters, {:.1} examples/s",
+                    100.0 * s.train_acc,
+                    100.0 * s.val_acc,
+                    s.test_acc.map_or("-".into(), |t| format!("{:.2}%", 100.0 * t)),
+                    s.best_epoch,
+                    s.trainable_params,
+                    s.examples_per_s
+                ),
+            };
+            super::log(&format!("done: {result}; results in {}", dir.display()));
             Ok(ExitCode::SUCCESS)
         }
         Outcome::Interrupted { step } => {

@@ -11,6 +11,7 @@ mod error;
 mod imdb;
 mod jsonl;
 mod labels;
+pub mod lm;
 pub mod record;
 mod split;
 mod tabular;

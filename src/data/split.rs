@@ -34,12 +34,21 @@ pub struct Split {
 /// Errors: [`DataError::BadFractions`] when a fraction is negative or not finite or they do not add up
 /// to 1 (within 1e-6); [`DataError::EmptySplit`] when a part would get no examples.
 pub fn split(ds: &Dataset, seed: u64, fractions: (f64, f64, f64)) -> Result<Split, DataError> {
+    let (train, val, test) = split_indices(ds.len(), seed, fractions)?;
+    Ok(Split { train: ds.subset(&train), val: ds.subset(&val), test: ds.subset(&test) })
+}
+
+/// Example indices of the three parts of a split: train, val, test.
+pub(crate) type PartIndices = (Vec<usize>, Vec<usize>, Vec<usize>);
+
+/// The indices of [`split()`]'s three parts of `n` examples (train, val, test), by the same rule
+/// and the same seeded shuffle; also used for causal-LM data, which has no [`Dataset`].
+pub(crate) fn split_indices(n: usize, seed: u64, fractions: (f64, f64, f64)) -> Result<PartIndices, DataError> {
     let (f_train, f_val, f_test) = fractions;
     let valid = [f_train, f_val, f_test].iter().all(|f| f.is_finite() && *f >= 0.0);
     if !valid || (f_train + f_val + f_test - 1.0).abs() > 1e-6 {
         return Err(DataError::BadFractions { fractions });
     }
-    let n = ds.len();
     // A tiny epsilon so that e.g. 0.7 * 50_000 = 34_999.999… still floors to 35_000.
     let part = |f: f64| ((n as f64) * f + 1e-9).floor() as usize;
     let n_train = part(f_train).min(n);
@@ -52,9 +61,9 @@ pub fn split(ds: &Dataset, seed: u64, fractions: (f64, f64, f64)) -> Result<Spli
     }
     let mut indices: Vec<usize> = (0..n).collect();
     indices.shuffle(&mut StdRng::seed_from_u64(seed));
-    let (train, rest) = indices.split_at(n_train);
-    let (val, test) = rest.split_at(n_val);
-    Ok(Split { train: ds.subset(train), val: ds.subset(val), test: ds.subset(test) })
+    let test = indices.split_off(n_train + n_val);
+    let val = indices.split_off(n_train);
+    Ok((indices, val, test))
 }
 
 #[cfg(test)]

@@ -57,19 +57,27 @@ pub struct ClassMetrics {
     pub support: usize,
 }
 
-/// Classification metrics of one split.
+/// Metrics of one split: of a classifier, or of a causal language model (see
+/// [`super::lm_eval::evaluate_lm`]: next-token accuracy and loss over the target tokens, with
+/// their perplexity, and no confusion matrix).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
-    /// Fraction of correct predictions (0..1).
+    /// Fraction of correct predictions (0..1): of examples, or of target tokens (causal LM).
     pub accuracy: f64,
-    /// Mean cross-entropy.
+    /// Mean cross-entropy: per example, or per target token (causal LM).
     pub loss: f64,
     /// Number of examples.
     pub n: usize,
-    /// confusion[true][predicted].
+    /// confusion[true][predicted] (empty for a causal LM).
     pub confusion: Vec<Vec<usize>>,
-    /// Per-class metrics.
+    /// Per-class metrics (empty for a causal LM).
     pub per_class: Vec<ClassMetrics>,
+    /// exp(loss), for a causal LM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub perplexity: Option<f64>,
+    /// Target tokens the loss averages over, for a causal LM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<usize>,
 }
 
 /// Metrics of `logits[n, K]` against `labels`, with class `names`.
@@ -95,7 +103,7 @@ pub fn metrics(logits: &[f32], labels: &[usize], names: &[String]) -> Metrics {
             ClassMetrics { label: names[c].clone(), precision, recall, f1, support }
         })
         .collect();
-    Metrics { accuracy: if n > 0 { correct as f64 / n as f64 } else { 0.0 }, loss, n, confusion, per_class }
+    Metrics { accuracy: if n > 0 { correct as f64 / n as f64 } else { 0.0 }, loss, n, confusion, per_class, perplexity: None, tokens: None }
 }
 
 /// Index of the largest value.

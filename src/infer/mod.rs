@@ -1,8 +1,11 @@
 //! Inference: evaluating a model on labelled examples ([`evaluate`]: logits, accuracy, confusion,
-//! per-class metrics) and classifying texts with a base model and adapters ([`predict`]).
+//! per-class metrics), a causal language model on its examples ([`lm_eval`]: loss, perplexity)
+//! and classifying texts with a base model and adapters ([`predict`]).
 
 pub mod evaluate;
+pub mod lm_eval;
 pub mod predict;
 
 pub use evaluate::{evaluate, metrics, predict_logits, Metrics};
+pub use lm_eval::evaluate_lm;
 pub use predict::{classify, read_texts, AdapterSwitch, Prediction};

@@ -36,6 +36,9 @@ pub enum Record {
         accuracy: f64,
         /// Mean cross-entropy.
         loss: f64,
+        /// Perplexity exp(loss) (causal LM).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        perplexity: Option<f64>,
     },
 }
 
@@ -48,11 +51,11 @@ pub struct Progress {
     pub epoch: u32,
     /// Batches of the current epoch already done.
     pub batch_in_epoch: usize,
-    /// Best validation accuracy so far.
+    /// Best validation result so far: accuracy, or the causal-LM loss ([`crate::run::Task::criterion`]).
     pub best_val: Option<f64>,
-    /// Epoch (1-based) of the best validation accuracy.
+    /// Epoch (1-based) of the best validation result.
     pub best_epoch: u32,
-    /// Step of the best validation accuracy.
+    /// Step of the best validation result.
     pub best_step: u64,
     /// Seconds spent training (all sessions).
     pub train_seconds: f64,
@@ -60,6 +63,9 @@ pub struct Progress {
     pub wall_seconds: f64,
     /// Examples trained on (all sessions).
     pub examples: u64,
+    /// Real (non-padding) tokens trained on (all sessions).
+    #[serde(default)]
+    pub tokens: u64,
     /// Every metrics record so far (metrics.jsonl is rewritten from it on resume).
     pub history: Vec<Record>,
 }

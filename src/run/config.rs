@@ -10,6 +10,57 @@ use crate::plan::TrainPlan;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
+/// What a run learns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Task {
+    /// Sequence classification of labelled texts (accuracy; the best checkpoint has the highest
+    /// validation accuracy).
+    #[default]
+    Classification,
+    /// Causal language modelling on conversations, prompt / completion pairs or texts (a decoder
+    /// with its language-model head; the best checkpoint has the lowest validation loss).
+    CausalLm,
+}
+
+impl Task {
+    /// The name on the command line and in files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::Classification => "classification",
+            Task::CausalLm => "causal-lm",
+        }
+    }
+
+    /// Whether validation metrics `m` beat the best criterion so far (`best`, as [`Task::criterion`]
+    /// gave it): a higher accuracy, or a lower causal-LM loss.
+    pub fn improves(self, m: &crate::infer::Metrics, best: Option<f64>) -> bool {
+        best.is_none_or(|b| match self {
+            Task::Classification => m.accuracy > b,
+            Task::CausalLm => m.loss < b,
+        })
+    }
+
+    /// The number kept as the best validation result: accuracy, or the causal-LM loss.
+    pub fn criterion(self, m: &crate::infer::Metrics) -> f64 {
+        match self {
+            Task::Classification => m.accuracy,
+            Task::CausalLm => m.loss,
+        }
+    }
+}
+
+impl std::str::FromStr for Task {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "classification" => Ok(Task::Classification),
+            "causal-lm" => Ok(Task::CausalLm),
+            other => Err(Error::InvalidOption(format!("unknown --task {other:?}; use classification or causal-lm"))),
+        }
+    }
+}
+
 /// Everything that defines a training run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -58,6 +109,16 @@ pub struct TrainConfig {
     /// The arithmetic of the base weights' products (`auto`: bf16 where the CPU has it).
     #[serde(default)]
     pub precision: PrecisionChoice,
+    /// What the run learns.
+    #[serde(default)]
+    pub task: Task,
+    /// A Jinja chat template file rendering the conversations (causal-LM; default: the model's).
+    #[serde(default)]
+    pub chat_template: Option<PathBuf>,
+    /// Loss on every token of the causal-LM examples, prompts included (default: the assistant
+    /// replies / completions only).
+    #[serde(default)]
+    pub train_on_prompt: bool,
 }
 
 impl Default for TrainConfig {
@@ -86,6 +147,9 @@ impl Default for TrainConfig {
             limit_train: None,
             checkpoint_every: 200,
             precision: PrecisionChoice::Fp32,
+            task: Task::Classification,
+            chat_template: None,
+            train_on_prompt: false,
         }
     }
 }
@@ -111,6 +175,12 @@ impl TrainConfig {
         }
         if self.checkpoint_every == 0 {
             return bad("--checkpoint-every must be at least 1".into());
+        }
+        if self.task == Task::CausalLm && self.head.is_some_and(|h| h != HeadKind::Lm) {
+            return bad(format!("--task causal-lm trains the language-model head; drop --head {}", self.head.map_or("", HeadKind::name)));
+        }
+        if self.task == Task::Classification && (self.chat_template.is_some() || self.train_on_prompt) {
+            return bad("--chat-template and --train-on-prompt are causal-LM options; add --task causal-lm".into());
         }
         self.plan.lora.validate()
     }

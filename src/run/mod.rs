@@ -6,7 +6,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod trained;
 
-pub use config::TrainConfig;
+pub use config::{Task, TrainConfig};
 pub use trained::{build_model, load_trained, Trained};
 
 use std::path::PathBuf;
@@ -35,7 +35,7 @@ impl RunDir {
     pub fn summary(&self) -> PathBuf {
         self.0.join("summary.json")
     }
-    /// labels.json: the run's classes.
+    /// labels.json: the run's classes (classification runs).
     pub fn labels(&self) -> PathBuf {
         self.0.join("labels.json")
     }

@@ -13,7 +13,8 @@ use std::path::Path;
 
 /// Writes a finished run's result beside it: `adapter/` for LoRA and last-layers runs, `model/`
 /// for full fine-tuning.
-pub fn export_run(run_dir: &Path, cfg: &TrainConfig, model: &Model, labels: &LabelMap, tokenizer: &Tokenizer) -> Result<()> {
+/// `labels` are a classifier's classes (None for a causal LM).
+pub fn export_run(run_dir: &Path, cfg: &TrainConfig, model: &Model, labels: Option<&LabelMap>, tokenizer: &Tokenizer) -> Result<()> {
     export(run_dir, cfg, model, labels, tokenizer, None)
 }
 
@@ -22,15 +23,18 @@ pub fn export(
     run_dir: &Path,
     cfg: &TrainConfig,
     model: &Model,
-    labels: &LabelMap,
+    labels: Option<&LabelMap>,
     tokenizer: &Tokenizer,
     out: Option<&Path>,
 ) -> Result<()> {
     let tok_dir = tokenizer.source.parent().unwrap_or(Path::new("."));
     match cfg.plan.mode {
-        TrainMode::Full => {
-            write_model_folder(model, &out.map_or_else(|| run_dir.join("model"), Path::to_path_buf), labels.names(), tok_dir)
-        }
+        TrainMode::Full => write_model_folder(
+            model,
+            &out.map_or_else(|| run_dir.join("model"), Path::to_path_buf),
+            labels.map_or(&[], LabelMap::names),
+            tok_dir,
+        ),
         TrainMode::Lora | TrainMode::LastLayers => {
             let info = AdapterInfo {
                 base_model: cfg.model.display().to_string(),

@@ -1,20 +1,21 @@
 //! The training loop: batches → [`Stepper::step`] → validation each epoch (keeping the best
-//! checkpoint, as the seed's ModelCheckpoint on val_acc does), resumable checkpoints, a progress
-//! bar, and the run's summary.
+//! checkpoint, as the seed's ModelCheckpoint on val_acc does; the lowest validation loss for a
+//! causal LM), resumable checkpoints, a progress bar, and the run's summary. The same loop trains
+//! both tasks; [`super::data`] gives it the task's examples.
 
+use super::data::{Examples, TaskData};
 use super::step::Stepper;
-use crate::data::batch::{Batching, Encoded};
-use crate::data::{RunData, RunSplits};
+use crate::data::batch::Batching;
 use crate::error::{Error, Result};
 use crate::fsutil::write_json;
-use crate::infer::{evaluate, Metrics};
+use crate::infer::Metrics;
 use crate::lora::Scaling;
 use crate::model::precision::{kernel_name, Precision};
 use crate::model::{Model, Pass};
 use crate::optim::Adam;
 use crate::plan::TrainMode;
 use crate::run::checkpoint::{self, Progress, Record};
-use crate::run::{build_model, RunDir, TrainConfig};
+use crate::run::{build_model, RunDir, Task, TrainConfig};
 use crate::tokenize::Tokenizer;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -23,18 +24,31 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-/// The result of a finished run (summary.json).
+/// The result of a finished run (summary.json). For a causal LM the accuracies are next-token
+/// accuracies over the target tokens, and the best checkpoint is the lowest validation loss.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
+    /// What the run learnt.
+    #[serde(default)]
+    pub task: Task,
     /// Accuracy (0..1) of the best checkpoint on the whole training split, in evaluation mode.
     pub train_acc: f64,
     /// Its validation accuracy.
     pub val_acc: f64,
     /// Its test accuracy (None without a test split).
     pub test_acc: Option<f64>,
-    /// Epoch (1-based) of the best validation accuracy.
+    /// Its validation loss.
+    #[serde(default)]
+    pub val_loss: f64,
+    /// Its validation perplexity (causal LM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_perplexity: Option<f64>,
+    /// Its test perplexity (causal LM with a test split).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_perplexity: Option<f64>,
+    /// Epoch (1-based) of the best validation result.
     pub best_epoch: u32,
-    /// Step of the best validation accuracy.
+    /// Step of the best validation result.
     pub best_step: u64,
     /// Trainable parameters.
     pub trainable_params: usize,
@@ -48,6 +62,9 @@ pub struct Summary {
     pub wall_seconds: f64,
     /// Training examples per second.
     pub examples_per_s: f64,
+    /// Training tokens (real, not padding) per second.
+    #[serde(default)]
+    pub tokens_per_s: f64,
     /// Mean tokens per training example.
     pub mean_train_tokens: f64,
     /// Full metrics of the best checkpoint on each split.
@@ -147,17 +164,26 @@ impl Session<'_> {
     }
 
     /// Evaluates on validation, logs, and keeps the weights when they are the best so far.
-    fn validate(&mut self, val: &Encoded, epoch: u32, bar: &ProgressBar) -> Result<()> {
-        let m = evaluate(&self.model, &mut self.stepper.acts, &val.ids, &val.labels, &self.names, self.cfg.eval_batch_size, self.pad_id);
+    fn validate(&mut self, val: &Examples, epoch: u32, bar: &ProgressBar) -> Result<()> {
+        let m = val.evaluate(&self.model, &mut self.stepper.acts, &self.names, self.cfg.eval_batch_size, self.pad_id);
         let step = self.progress.step;
-        self.record(Record::Eval { step, epoch: epoch + 1, split: "val".into(), accuracy: m.accuracy, loss: m.loss })?;
-        let line = format!("step {step} epoch {}: val accuracy {:.2}% (loss {:.4})", epoch + 1, 100.0 * m.accuracy, m.loss);
+        let perplexity = m.perplexity;
+        self.record(Record::Eval { step, epoch: epoch + 1, split: "val".into(), accuracy: m.accuracy, loss: m.loss, perplexity })?;
+        let line = match perplexity {
+            Some(p) => format!(
+                "step {step} epoch {}: val loss {:.4}, perplexity {p:.3} (next-token accuracy {:.2}%)",
+                epoch + 1,
+                m.loss,
+                100.0 * m.accuracy
+            ),
+            None => format!("step {step} epoch {}: val accuracy {:.2}% (loss {:.4})", epoch + 1, 100.0 * m.accuracy, m.loss),
+        };
         bar.suspend(|| (self.log)(&line));
         if let Some(warn) = collapse_warning(&m) {
             bar.suspend(|| (self.log)(&warn));
         }
-        if self.progress.best_val.is_none_or(|b| m.accuracy > b) {
-            self.progress.best_val = Some(m.accuracy);
+        if self.cfg.task.improves(&m, self.progress.best_val) {
+            self.progress.best_val = Some(self.cfg.task.criterion(&m));
             self.progress.best_epoch = epoch + 1;
             self.progress.best_step = step;
             checkpoint::save(&self.dir.best(), &mut self.model, None, None)?;
@@ -166,20 +192,12 @@ impl Session<'_> {
     }
 
     /// Metrics of the best checkpoint on every split.
-    fn final_metrics(&mut self, splits: &RunSplits) -> Result<Vec<(String, Metrics)>> {
+    fn final_metrics(&mut self, splits: &TaskData) -> Result<Vec<(String, Metrics)>> {
         checkpoint::load(&self.dir.best(), &mut self.model, None)?;
         let mut out = Vec::new();
         for (name, enc) in [("train", Some(&splits.train)), ("val", Some(&splits.val)), ("test", splits.test.as_ref())] {
             if let Some(enc) = enc {
-                let m = evaluate(
-                    &self.model,
-                    &mut self.stepper.acts,
-                    &enc.ids,
-                    &enc.labels,
-                    &self.names,
-                    self.cfg.eval_batch_size,
-                    self.pad_id,
-                );
+                let m = enc.evaluate(&self.model, &mut self.stepper.acts, &self.names, self.cfg.eval_batch_size, self.pad_id);
                 out.push((name.to_string(), m));
             }
         }
@@ -194,23 +212,15 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, resume: bool, stop: &AtomicBool,
     let dir = RunDir(run_dir.to_path_buf());
     let cfg = start(cfg, &dir, resume)?;
     let tokenizer = Tokenizer::from_model_dir(&cfg.model, cfg.max_length)?;
-    let data = RunData { source: &cfg.data, text_column: &cfg.text_column, label_column: &cfg.label_column, seed: cfg.seed };
     let min_train = if cfg.drop_last { cfg.batch_size } else { 0 };
-    let splits = data.prepare(run_dir, &tokenizer, cfg.limit_train, min_train)?;
-    let names = splits.labels.names().to_vec();
+    let splits = super::data::prepare(&cfg, run_dir, &tokenizer, min_train, log)?;
+    let names = splits.names().to_vec();
     let mut model = build_model(&cfg, names.len())?;
+    splits.check_vocab(model.vocab_size())?;
     let precision = cfg.precision.resolve()?;
     model.set_precision(precision, true);
     let (trainable, total) = model.param_counts();
-    log(&format!(
-        "{} train / {} val / {} test examples, {} classes; {} of {} parameters train",
-        splits.train.len(),
-        splits.val.len(),
-        splits.test.as_ref().map_or(0, |t| t.len()),
-        names.len(),
-        trainable,
-        total
-    ));
+    log(&format!("{}; {} of {} parameters train", splits.describe(), trainable, total));
     warn_large_scale(&cfg, log);
     if precision == Precision::Bf16 {
         log(&format!(
@@ -234,7 +244,7 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, resume: bool, stop: &AtomicBool,
     let cfg = s.cfg.clone();
     let batching = Batching { batch_size: cfg.batch_size, drop_last: cfg.drop_last, bucket: cfg.bucket };
     let total_steps = batching.batches_per_epoch(splits.train.len()) as u64 * cfg.epochs as u64;
-    let lengths: Vec<usize> = splits.train.ids.iter().map(Vec::len).collect();
+    let lengths = splits.train.lengths();
     let pad_to = cfg.pad_to_max_length.then_some(cfg.max_length);
     let bar = progress_bar(total_steps, s.progress.step);
     let mut last_log = Instant::now();
@@ -253,16 +263,22 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, resume: bool, stop: &AtomicBool,
             p.step += 1;
             p.batch_in_epoch += 1;
             p.examples += batch.len() as u64;
+            p.tokens += batch.real_tokens() as u64;
             p.train_seconds += t0.elapsed().as_secs_f64();
             let step = p.step;
             let rate = p.examples as f64 / p.train_seconds.max(1e-9);
+            let tok_rate = p.tokens as f64 / p.train_seconds.max(1e-9);
             s.record(Record::Step { step, epoch: epoch + 1, loss: report.loss, lr })?;
             (window_loss, window_n) = (window_loss + report.loss as f64, window_n + 1);
             let mean = window_loss / window_n as f64;
-            bar.set_message(format!("epoch {}/{} loss {mean:.4} {rate:.1} ex/s", epoch + 1, cfg.epochs));
+            bar.set_message(format!("epoch {}/{} loss {mean:.4} {rate:.1} ex/s {tok_rate:.0} tok/s", epoch + 1, cfg.epochs));
             bar.set_position(step);
             if bar.is_hidden() && last_log.elapsed().as_secs() >= 30 {
-                log(&format!("step {step}/{total_steps} epoch {}/{} loss {mean:.4} {rate:.1} ex/s", epoch + 1, cfg.epochs));
+                log(&format!(
+                    "step {step}/{total_steps} epoch {}/{} loss {mean:.4} {rate:.1} ex/s {tok_rate:.0} tok/s",
+                    epoch + 1,
+                    cfg.epochs
+                ));
                 last_log = Instant::now();
                 (window_loss, window_n) = (0.0, 0);
             }
@@ -292,12 +308,17 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, resume: bool, stop: &AtomicBool,
 
     // Report the best-validation checkpoint, as the seed does.
     let metrics = s.final_metrics(&splits)?;
-    let acc = |name: &str| metrics.iter().find(|(n, _)| n == name).map(|(_, m)| m.accuracy);
+    let split = |name: &str| metrics.iter().find(|(n, _)| n == name).map(|(_, m)| m);
+    let acc = |name: &str| split(name).map(|m| m.accuracy);
     let p = &s.progress;
     let summary = Summary {
+        task: cfg.task,
         train_acc: acc("train").unwrap_or(0.0),
         val_acc: acc("val").unwrap_or(0.0),
         test_acc: acc("test"),
+        val_loss: split("val").map_or(0.0, |m| m.loss),
+        val_perplexity: split("val").and_then(|m| m.perplexity),
+        test_perplexity: split("test").and_then(|m| m.perplexity),
         best_epoch: p.best_epoch,
         best_step: p.best_step,
         trainable_params: trainable,
@@ -306,6 +327,7 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, resume: bool, stop: &AtomicBool,
         train_seconds: p.train_seconds,
         wall_seconds: wall0 + start_time.elapsed().as_secs_f64(),
         examples_per_s: p.examples as f64 / p.train_seconds.max(1e-9),
+        tokens_per_s: p.tokens as f64 / p.train_seconds.max(1e-9),
         mean_train_tokens: splits.mean_train_tokens,
         splits: metrics,
         precision: match precision {
@@ -315,7 +337,7 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, resume: bool, stop: &AtomicBool,
     };
     write_json(&s.dir.summary(), &summary)?;
     super::plot::curves(&s.progress.history, run_dir)?;
-    if let Err(e) = super::export::export_run(run_dir, &cfg, &s.model, &splits.labels, &tokenizer) {
+    if let Err(e) = super::export::export_run(run_dir, &cfg, &s.model, splits.labels.as_ref(), &tokenizer) {
         log(&format!("warning: could not export the adapter: {e}"));
     }
     Ok(Outcome::Finished(Box::new(summary)))
@@ -327,7 +349,15 @@ mod tests {
 
     #[test]
     fn collapse_is_one_predicted_class() {
-        let m = |confusion: Vec<Vec<usize>>| Metrics { accuracy: 0.6, loss: 0.0, n: 10, confusion, per_class: vec![] };
+        let m = |confusion: Vec<Vec<usize>>| Metrics {
+            accuracy: 0.6,
+            loss: 0.0,
+            n: 10,
+            confusion,
+            per_class: vec![],
+            perplexity: None,
+            tokens: None,
+        };
         assert!(collapse_warning(&m(vec![vec![6, 0], vec![4, 0]])).unwrap().contains("60.00%"));
         assert!(collapse_warning(&m(vec![vec![5, 1], vec![2, 2]])).is_none());
     }
