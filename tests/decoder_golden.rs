@@ -4,7 +4,7 @@
 //! trainable gradient must match the values PyTorch computed (tests/fixtures/golden, made by
 //! scripts/golden/make_decoder_golden.py).
 
-use lowrank::data::batch::Batch;
+use lowrank::data::batch::{Batch, IGNORE};
 use lowrank::lora::{LoraConfig, Scaling, TargetModules};
 use lowrank::model::decoder::names::is_conv1d;
 use lowrank::model::{Activations, DecoderArch, HeadKind, LoadOptions, Model, Pass};
@@ -100,8 +100,40 @@ fn run_case(case: &str) {
         model.zero_grad();
         model.backward(&batch, &mut acts, Pass::Eval);
     } else {
-        unimplemented!("causal-LM cases are checked by the causal-LM tests");
+        // transformers' labels [B, T] (−100: no loss) are shifted inside the model: the row at
+        // position t predicts labels[t + 1].
+        let lab = &file.tensors["labels"].i64;
+        let targets: Vec<Vec<u32>> = (0..b)
+            .map(|i| {
+                (0..rows[i].len())
+                    .map(|j| match lab.get(i * t + j + 1) {
+                        Some(&l) if j + 1 < rows[i].len() && l >= 0 => l as u32,
+                        _ => IGNORE,
+                    })
+                    .collect()
+            })
+            .collect();
+        let trefs: Vec<&[u32]> = targets.iter().map(|r| r.as_slice()).collect();
+        let batch = Batch::pack_lm(&refs, &trefs);
+        model.zero_grad();
+        let stats = model.forward_loss(&batch, &mut acts, Pass::Eval);
+        loss = stats.loss;
+        // Logits at every real position, against transformers' [B, T, V].
+        let Model::Decoder(d) = &model else { unreachable!() };
+        let v = d.config.vocab_size;
+        let all: Vec<usize> = (0..batch.n_tokens()).collect();
+        let logits = d.lm_logits(acts.decoder_acts(), &all, true);
+        let want = &file.tensors["logits"].f32;
+        for (i, s) in batch.seqs.iter().enumerate() {
+            for j in 0..s.valid {
+                let got = &logits[(s.start + j) * v..(s.start + j + 1) * v];
+                assert_close(&format!("{case}: logits[{i}, {j}]"), got, &want[(i * t + j) * v..(i * t + j + 1) * v], 0.0, 1e-5);
+            }
+        }
+        labels = Vec::new();
+        model.backward(&batch, &mut acts, Pass::Eval);
     }
+    let _ = &labels;
     let want_loss = file.tensors["loss"].f32[0];
     assert!((loss - want_loss).abs() <= 1e-5 * want_loss.abs().max(1.0), "{case}: loss {loss} vs {want_loss}");
 
@@ -149,4 +181,9 @@ golden! {
     qwen2_cls_lora => "qwen2-cls-lora",
     gpt2_cls_lora => "gpt2-cls-lora",
     gpt2_cls_full => "gpt2-cls-full",
+    llama_lm_lora => "llama-lm-lora",
+    llama_lm_full => "llama-lm-full",
+    qwen2_lm_lora => "qwen2-lm-lora",
+    gpt2_lm_lora => "gpt2-lm-lora",
+    gpt2_lm_full => "gpt2-lm-full",
 }

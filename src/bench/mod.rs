@@ -5,9 +5,10 @@
 
 pub mod peak;
 
-use crate::data::batch::Batch;
+use crate::data::batch::{Batch, IGNORE};
 use crate::error::{Error, Result};
 use crate::lora::{LoraConfig, Role, Scaling, SeedFlags, TargetModules};
+use crate::model::precision::{kernel_name, PrecisionChoice};
 use crate::model::{Activations, Arch, HeadKind, Model, ModelConfig, Pass};
 use crate::ops::gemm::{matmul, MatMut, MatRef, Threads};
 use crate::optim::{Adam, OptimizerConfig};
@@ -47,8 +48,11 @@ pub struct Workload {
     pub lora_r: usize,
     /// LoRA alpha.
     pub lora_alpha: f32,
-    /// "fp32" (the only precision lowrank implements).
+    /// fp32, bf16 or auto (as `--precision` of train).
     pub precision: String,
+    /// Train a decoder's language-model head (next-token loss on every token) instead of a
+    /// classification head.
+    pub causal_lm: bool,
     /// Timed steps.
     pub steps: usize,
     /// Untimed warm-up steps.
@@ -156,6 +160,8 @@ pub struct BenchResult {
     pub gflops: f64,
     /// Peak resident memory, MiB.
     pub peak_rss_mb: f64,
+    /// The kernel of the base weights' products ("fp32", "avx512bf16", "portable").
+    pub kernel: String,
     /// Trainable parameters.
     pub trainable_params: usize,
     /// All parameters.
@@ -181,6 +187,7 @@ pub fn bench_model(w: &Workload) -> Result<Model> {
         ModelConfig::Encoder(_) => HeadKind::DistilBert,
         ModelConfig::Decoder(_) => HeadKind::Score,
     };
+    let head = if w.causal_lm { HeadKind::Lm } else { head };
     let mut model = Model::new(&cfg, head, 2);
     let mut rng = rand::rngs::StdRng::seed_from_u64(w.seed);
     let normal = Normal::new(0.0f32, 0.02).expect("valid");
@@ -214,12 +221,7 @@ pub fn bench_model(w: &Workload) -> Result<Model> {
 
 /// Runs the workload and returns its timings.
 pub fn run(w: &Workload) -> Result<BenchResult> {
-    if w.precision != "fp32" {
-        return Err(Error::InvalidOption(format!(
-            "--precision {}: lowrank computes in fp32 only (this build has no bf16 kernels)",
-            w.precision
-        )));
-    }
+    let precision = w.precision.parse::<PrecisionChoice>()?.resolve()?;
     let mut model = bench_model(w)?;
     if w.infer {
         // Inference runs on merged weights: the LoRA layers are gone.
@@ -228,12 +230,19 @@ pub fn run(w: &Workload) -> Result<BenchResult> {
             lin.lora = None;
         }
     }
+    model.set_precision(precision, !w.infer);
     let vocab = model.vocab_size();
     let mut rng = rand::rngs::StdRng::seed_from_u64(w.seed ^ 1);
     let seqs: Vec<Vec<u32>> = (0..w.batch).map(|_| (0..w.seq).map(|_| rng.random_range(1000..vocab as u32)).collect()).collect();
     let labels: Vec<usize> = (0..w.batch).map(|i| i % 2).collect();
     let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
-    let batch = Batch::pack(&refs, &labels, None, 0);
+    let batch = if w.causal_lm {
+        let targets: Vec<Vec<u32>> = seqs.iter().map(|s| s[1..].iter().copied().chain(std::iter::once(IGNORE)).collect()).collect();
+        let trefs: Vec<&[u32]> = targets.iter().map(Vec::as_slice).collect();
+        Batch::pack_lm(&refs, &trefs)
+    } else {
+        Batch::pack(&refs, &labels, None, 0)
+    };
     let mut acts = Activations::default();
     let mut stepper = Stepper::default();
     let mut opt = Adam::new(OptimizerConfig::default());
@@ -241,7 +250,11 @@ pub fn run(w: &Workload) -> Result<BenchResult> {
     for step in 0..w.warmup + w.steps {
         if w.infer {
             let t0 = Instant::now();
-            model.forward(&batch, &mut acts, Pass::Infer);
+            if w.causal_lm {
+                model.forward_loss(&batch, &mut acts, Pass::Infer);
+            } else {
+                model.forward(&batch, &mut acts, Pass::Infer);
+            }
             let dt = t0.elapsed().as_secs_f64();
             if step >= w.warmup {
                 total.push(dt);
@@ -276,6 +289,7 @@ pub fn run(w: &Workload) -> Result<BenchResult> {
         gflops: gflop / s.median,
         step_s: s,
         peak_rss_mb: peak_rss_mb(),
+        kernel: kernel_name(precision).into(),
         trainable_params: trainable,
         total_params: all,
         cpu: cpu_name(),
@@ -360,6 +374,7 @@ mod tests {
             lora_r: 4,
             lora_alpha: 8.0,
             precision: "fp32".into(),
+            causal_lm: false,
             steps: 1,
             warmup: 0,
             seed: 0,
@@ -370,7 +385,7 @@ mod tests {
         assert_eq!(r.trainable_params, 6 * 2 * (384 * 4 * 2));
         let inf = run(&Workload { infer: true, ..w.clone() }).unwrap();
         assert!(inf.backward_s.is_none());
-        assert!(run(&Workload { precision: "bf16".into(), ..w }).is_err());
+        assert!(run(&Workload { precision: "fp16".into(), ..w }).is_err());
     }
 
     #[test]
@@ -384,6 +399,7 @@ mod tests {
             lora_r: 8,
             lora_alpha: 16.0,
             precision: "fp32".into(),
+            causal_lm: false,
             steps: 1,
             warmup: 0,
             seed: 0,

@@ -14,6 +14,7 @@ pub mod decoder;
 pub mod linear;
 pub mod load;
 pub mod norm;
+pub mod precision;
 pub mod save;
 pub mod summary;
 
@@ -99,6 +100,27 @@ pub struct Activations {
     pub(crate) bert: bert::BertActs,
     /// Decoder buffers.
     pub(crate) decoder: decoder::DecoderActs,
+    /// Gradient of the classification loss with respect to the logits [B, K].
+    dlogits: Vec<f32>,
+}
+
+impl Activations {
+    /// The decoder buffers (for inspecting a decoder's last forward pass, e.g. its logits).
+    pub fn decoder_acts(&self) -> &decoder::DecoderActs {
+        &self.decoder
+    }
+}
+
+/// What a forward pass measured of the training objective.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LossStats {
+    /// Mean loss: cross-entropy over the batch's examples (classification) or over its target
+    /// tokens (language modelling).
+    pub loss: f32,
+    /// Examples (classification) or target tokens (language modelling) averaged over.
+    pub count: usize,
+    /// Of those, how many the model predicts right (arg max).
+    pub correct: usize,
 }
 
 /// A model of any supported architecture, with its head.
@@ -324,12 +346,38 @@ impl Model {
         }
     }
 
-    /// Backward pass from [`Model::dlogits_mut`], accumulating into the gradients of trainable
+    /// Forward pass and the training objective: cross-entropy of the logits against
+    /// `batch.labels` (classification) or the next-token loss over `batch.targets` (a
+    /// language-model head). A pass that keeps caches leaves the loss's gradient ready for
+    /// [`Model::backward`].
+    pub fn forward_loss(&self, batch: &Batch, acts: &mut Activations, pass: Pass) -> LossStats {
+        if let Model::Decoder(m) = self {
+            if matches!(m.head, decoder::DecoderHead::Lm(_)) {
+                let s = m.lm_forward(batch, &mut acts.decoder, pass);
+                return LossStats { loss: s.mean(), count: s.count, correct: s.correct };
+            }
+        }
+        let k = self.num_labels();
+        let mut dl = std::mem::take(&mut acts.dlogits);
+        dl.resize(batch.len() * k, 0.0);
+        let logits = self.forward(batch, acts, pass);
+        let loss = crate::ops::loss::cross_entropy(&mut dl, logits, &batch.labels, k);
+        let correct = logits.chunks_exact(k).zip(&batch.labels).filter(|(row, &y)| crate::infer::evaluate::argmax(row) == y).count();
+        if pass.keeps_caches() {
+            self.dlogits_mut(acts).copy_from_slice(&dl);
+        }
+        acts.dlogits = dl;
+        LossStats { loss, count: batch.len(), correct }
+    }
+
+    /// Backward pass from the gradient the forward pass left (see [`Model::forward_loss`], or
+    /// [`Model::dlogits_mut`] set by the caller), accumulating into the gradients of trainable
     /// parameters. `pass` must be the one the forward pass ran with (it regenerates the same
     /// dropout masks).
     pub fn backward(&mut self, batch: &Batch, acts: &mut Activations, pass: Pass) {
         match self {
             Model::Bert(m) => m.backward(batch, &mut acts.bert, pass),
+            Model::Decoder(m) if matches!(m.head, decoder::DecoderHead::Lm(_)) => m.lm_backward(batch, &mut acts.decoder, pass),
             Model::Decoder(m) => m.backward(batch, &mut acts.decoder, pass),
         }
     }
@@ -352,6 +400,7 @@ impl Model {
         for l in self.linears_mut() {
             l.merge();
         }
+        self.repack();
         Ok(())
     }
 
@@ -359,6 +408,30 @@ impl Model {
     pub fn unmerge_lora(&mut self) {
         for l in self.linears_mut() {
             l.unmerge();
+        }
+        self.repack();
+    }
+
+    /// The arithmetic of the base weights' products.
+    pub fn precision(&self) -> precision::Precision {
+        self.linears().first().map_or(precision::Precision::Fp32, |l| l.precision)
+    }
+
+    /// Sets the arithmetic of every base product; in bf16 the frozen weights are packed once
+    /// (with their transposes for the input gradient when `backward`: training). Call it after
+    /// what trains is decided, and again after writing into frozen weights.
+    pub fn set_precision(&mut self, precision: precision::Precision, backward: bool) {
+        match self {
+            Model::Bert(m) => m.linears_mut().into_iter().for_each(|l| l.set_precision(precision, backward)),
+            Model::Decoder(m) => m.set_precision(precision, backward),
+        }
+    }
+
+    /// Packs again, in bf16, the frozen weights whose values changed (after a merge).
+    fn repack(&mut self) {
+        if self.precision() == precision::Precision::Bf16 {
+            let backward = self.linears().iter().any(|l| l.packed.as_ref().is_some_and(|p| p.w.is_some()));
+            self.set_precision(precision::Precision::Bf16, backward);
         }
     }
 

@@ -102,13 +102,18 @@ pub struct DecoderActs {
     pub lora_x: Vec<f32>,
     /// Forward scratch for attention-probability dropout.
     pub probs_drop: Vec<f32>,
-    /// Which row of the batch each sequence's head reads [B].
+    /// The rows the head reads: each sequence's last token (classification) or every row with a
+    /// target (language modelling) [M].
     pub rows: Vec<usize>,
-    /// The head's input rows, gathered from the last hidden state [B, C].
+    /// The targets of those rows (language modelling) [M].
+    pub targets: Vec<u32>,
+    /// Chunk logits of the language-model loss.
+    pub lm_scratch: Vec<f32>,
+    /// The head's input rows, gathered from the last hidden state [M, C].
     pub gathered: Vec<f32>,
     /// Statistics of the final norm over the gathered rows.
     pub nf: NormCache,
-    /// The final norm's output over the gathered rows [B, C].
+    /// The final norm's output over the gathered rows [M, C].
     pub pooled: Vec<f32>,
     /// Logits [B, K].
     pub logits: Vec<f32>,

@@ -20,16 +20,20 @@ pub use acts::DecoderActs;
 pub use config::{DecoderArch, DecoderConfig};
 pub use layer::{DecoderLayer, LayerDropout, Mlp, Qkv};
 
-use crate::data::batch::Batch;
+use crate::data::batch::{Batch, IGNORE};
 use crate::lora::Role;
-use crate::model::linear::Linear;
+use crate::model::linear::{grow, Linear};
 use crate::model::norm::{LayerNorm, Norm, RmsNorm};
 use crate::model::Pass;
 use crate::ops::attention::{probs_len, AttnSpan, Heads};
 use crate::ops::dropout::Dropout;
 use crate::ops::embedding::{embedding_backward, embedding_forward};
+use crate::ops::linear::Arith;
+use crate::ops::lm_loss::{lm_loss, lm_weight_grad, LmStats};
+use crate::ops::precision::{PackedWeight, Precision};
 use crate::ops::rope::Rope;
 use crate::param::Param;
+use std::sync::Arc;
 
 /// What sits on top of the decoder.
 #[derive(Clone, Debug)]
@@ -59,6 +63,10 @@ pub struct Decoder {
     pub rope: Option<Rope>,
     /// Names of parameters initialised here rather than loaded (a fresh `score`).
     pub initialised: Vec<String>,
+    /// The arithmetic of the language-model head's products.
+    pub precision: Precision,
+    /// The frozen output weight packed as bf16 (language-model head, bf16 only).
+    pub packed_output: Option<Arc<PackedWeight>>,
 }
 
 fn norm(cfg: &DecoderConfig, path: String) -> Norm {
@@ -126,6 +134,8 @@ impl Decoder {
             head,
             rope: cfg.rope_theta.map(|theta| Rope::new(theta, cfg.head_dim, cfg.rope_scaling)),
             initialised: Vec::new(),
+            precision: Precision::Fp32,
+            packed_output: None,
         }
     }
 
@@ -316,23 +326,110 @@ impl Decoder {
         }
     }
 
-    /// Forward pass with a classification head; returns the logits [B, K].
-    pub fn forward<'a>(&self, batch: &Batch, acts: &'a mut DecoderActs, pass: Pass) -> &'a [f32] {
+    /// The rows whose head output is wanted (classification: each sequence's head row; language
+    /// modelling: every row with a target), their targets, the layers run and the final norm
+    /// applied to those rows (into `acts.pooled`).
+    fn forward_body(&self, batch: &Batch, acts: &mut DecoderActs, pass: Pass) {
         let (n, b, c) = (batch.n_tokens(), batch.len(), self.config.dim);
         let keep = pass.keeps_caches();
         let spans = Self::spans(batch);
-        acts.prepare(&self.config, self.num_labels(), n, b, probs_len(&spans, self.config.n_heads), keep);
-        let (emb_drop, layer_drops, head_drop) = self.dropouts(pass);
+        let k = if matches!(self.head, DecoderHead::Score(_)) { self.num_labels() } else { 0 };
+        acts.prepare(&self.config, k, n, b, probs_len(&spans, self.config.n_heads), keep);
+        let (emb_drop, layer_drops, _) = self.dropouts(pass);
         let last = self.run_layers(batch, acts, &spans, keep, emb_drop, &layer_drops);
-        self.head_rows(batch, &mut acts.rows);
-        let DecoderActs { hidden, rows, gathered, nf, pooled, logits, head_lora_h, lora_x, .. } = acts;
+        match self.head {
+            DecoderHead::Score(_) => self.head_rows(batch, &mut acts.rows),
+            DecoderHead::Lm(_) => {
+                acts.rows.clear();
+                acts.targets.clear();
+                for (r, &t) in batch.targets.iter().enumerate() {
+                    if t != IGNORE {
+                        acts.rows.push(r);
+                        acts.targets.push(t);
+                    }
+                }
+            }
+        }
+        let m = acts.rows.len();
+        let DecoderActs { hidden, rows, gathered, nf, pooled, .. } = acts;
+        grow(gathered, m * c);
+        grow(pooled, m * c);
         for (i, &r) in rows.iter().enumerate() {
             gathered[i * c..(i + 1) * c].copy_from_slice(&hidden[last][r * c..(r + 1) * c]);
         }
-        self.norm.forward(pooled, nf, &gathered[..b * c], b);
+        self.norm.forward(pooled, nf, &gathered[..m * c], m);
+    }
+
+    /// Forward pass with a classification head; returns the logits [B, K].
+    pub fn forward<'a>(&self, batch: &Batch, acts: &'a mut DecoderActs, pass: Pass) -> &'a [f32] {
+        let b = batch.len();
+        self.forward_body(batch, acts, pass);
+        let head_drop = self.dropouts(pass).2;
+        let c = self.config.dim;
+        let DecoderActs { pooled, logits, head_lora_h, lora_x, .. } = acts;
         let head = self.head_linear().expect("a classification head");
         head.forward(logits, head_lora_h, &pooled[..b * c], lora_x, b, head_drop);
         &acts.logits[..b * self.num_labels()]
+    }
+
+    /// The output layer's weight [V, C]: lm_head's, or the token embedding when tied.
+    fn output_weight(&self) -> &[f32] {
+        match &self.head {
+            DecoderHead::Lm(Some(l)) => &l.weight.data,
+            _ => &self.embed.data,
+        }
+    }
+
+    /// The arithmetic of the language-model head's products.
+    fn output_arith(&self) -> Arith<'_> {
+        Arith::of(self.precision, self.packed_output.as_deref(), self.output_weight())
+    }
+
+    /// Sets the arithmetic of every base product (see [`Linear::set_precision`]); a frozen
+    /// language-model output weight is packed too.
+    pub fn set_precision(&mut self, precision: Precision, backward: bool) {
+        for l in self.linears_mut() {
+            l.set_precision(precision, backward);
+        }
+        self.precision = precision;
+        let frozen = match &self.head {
+            DecoderHead::Lm(Some(l)) => !l.weight.trainable(),
+            DecoderHead::Lm(None) => !self.embed.trainable(),
+            DecoderHead::Score(_) => false,
+        };
+        self.packed_output = (precision == Precision::Bf16 && frozen)
+            .then(|| Arc::new(PackedWeight::new(self.output_weight(), self.config.vocab_size, self.config.dim, backward)));
+    }
+
+    /// Forward pass with the language-model head: the next-token loss over every row of
+    /// `batch.targets` that is not [`IGNORE`]. A pass that keeps caches also leaves the loss's
+    /// gradient (of the mean over the batch's targets) ready for [`Decoder::lm_backward`].
+    pub fn lm_forward(&self, batch: &Batch, acts: &mut DecoderActs, pass: Pass) -> LmStats {
+        assert!(matches!(self.head, DecoderHead::Lm(_)), "lm_forward needs a language-model head");
+        self.forward_body(batch, acts, pass);
+        let (c, v, m) = (self.config.dim, self.config.vocab_size, acts.rows.len());
+        let DecoderActs { pooled, targets, lm_scratch, grad, .. } = acts;
+        let scale = 1.0 / m.max(1) as f32;
+        let dh = if pass.keeps_caches() {
+            grow(&mut grad.d_pooled, m * c);
+            Some(&mut grad.d_pooled[..m * c])
+        } else {
+            None
+        };
+        lm_loss(&pooled[..m * c], self.output_weight(), targets, c, v, scale, dh, lm_scratch, self.output_arith())
+    }
+
+    /// Logits [R, V] of the language-model head at `rows` of the last forward pass's final
+    /// hidden state (generation and tests); `acts.hidden` must hold it (an inference pass).
+    pub fn lm_logits(&self, acts: &DecoderActs, rows: &[usize], keep: bool) -> Vec<f32> {
+        let (c, v) = (self.config.dim, self.config.vocab_size);
+        let last = if keep { self.layers.len() } else { self.layers.len() % 2 };
+        let gathered: Vec<f32> = rows.iter().flat_map(|&r| acts.hidden[last][r * c..(r + 1) * c].to_vec()).collect();
+        let mut normed = vec![0.0; gathered.len()];
+        self.norm.forward(&mut normed, &mut crate::model::norm::NormCache::default(), &gathered, rows.len());
+        let mut logits = vec![0.0; rows.len() * v];
+        crate::ops::linear::linear_forward_with(&mut logits, &normed, self.output_weight(), None, rows.len(), c, v, self.output_arith());
+        logits
     }
 
     /// Embeddings and every layer; returns the index of the last hidden state in `acts.hidden`.
@@ -376,19 +473,54 @@ impl Decoder {
     /// accumulating into the gradients of trainable parameters.
     pub fn backward(&mut self, batch: &Batch, acts: &mut DecoderActs, pass: Pass) {
         assert!(pass.keeps_caches(), "backward needs a forward pass in Eval or Train mode");
-        let (n, b, c) = (batch.n_tokens(), batch.len(), self.config.dim);
-        let (emb_drop, layer_drops, head_drop) = self.dropouts(pass);
-        let (floor, emb) = self.backward_floor();
-        let need_norm = floor.is_some() || self.norm.trainable();
-        let spans = Self::spans(batch);
-        let DecoderActs { hidden, layers, cos, sin, rows, gathered, nf, pooled, head_lora_h, grad, .. } = acts;
+        let (b, c) = (batch.len(), self.config.dim);
+        let head_drop = self.dropouts(pass).2;
+        let need_below = self.backward_floor().0.is_some() || self.norm.trainable();
+        let DecoderActs { pooled, head_lora_h, grad, .. } = acts;
         let head = self.head_linear_mut().expect("a classification head");
-        let d_pooled = need_norm.then_some(&mut grad.d_pooled[..b * c]);
+        let d_pooled = need_below.then_some(&mut grad.d_pooled[..b * c]);
         head.backward(d_pooled, false, &grad.dlogits, &pooled[..b * c], head_lora_h, &mut grad.lora, b, head_drop);
-        if !need_norm {
-            return;
+        if need_below {
+            self.backward_body(batch, acts, pass);
         }
-        self.norm.backward(&mut grad.d_final, &grad.d_pooled, &gathered[..b * c], nf, b, false);
+    }
+
+    /// Backward pass of the language-model head and the layers from the gradient
+    /// [`Decoder::lm_forward`] left, accumulating into the gradients of trainable parameters.
+    pub fn lm_backward(&mut self, batch: &Batch, acts: &mut DecoderActs, pass: Pass) {
+        assert!(pass.keeps_caches(), "backward needs a forward pass in Eval or Train mode");
+        let (c, v, m) = (self.config.dim, self.config.vocab_size, acts.rows.len());
+        let scale = 1.0 / m.max(1) as f32;
+        let DecoderActs { pooled, targets, lm_scratch, .. } = acts;
+        // A trainable output weight is never packed: its products pack it on the fly.
+        let arith = Arith::of(self.precision, None, &[]);
+        match &mut self.head {
+            DecoderHead::Lm(Some(l)) => {
+                if let Some(g) = l.weight.grad.as_deref_mut() {
+                    lm_weight_grad(g, &pooled[..m * c], &l.weight.data, targets, c, v, scale, lm_scratch, arith);
+                }
+            }
+            _ => {
+                if let Some(g) = self.embed.grad.as_deref_mut() {
+                    lm_weight_grad(g, &pooled[..m * c], &self.embed.data, targets, c, v, scale, lm_scratch, arith);
+                }
+            }
+        }
+        if self.backward_floor().0.is_some() || self.norm.trainable() {
+            self.backward_body(batch, acts, pass);
+        }
+    }
+
+    /// From the gradient of the final norm's output rows (`acts.grad.d_pooled`) down through the
+    /// final norm, every layer that needs it, and the embeddings.
+    fn backward_body(&mut self, batch: &Batch, acts: &mut DecoderActs, pass: Pass) {
+        let (n, c, m) = (batch.n_tokens(), self.config.dim, acts.rows.len());
+        let (emb_drop, layer_drops, _) = self.dropouts(pass);
+        let (floor, emb) = self.backward_floor();
+        let spans = Self::spans(batch);
+        let DecoderActs { hidden, layers, cos, sin, rows, gathered, nf, grad, .. } = acts;
+        grow(&mut grad.d_final, m * c);
+        self.norm.backward(&mut grad.d_final, &grad.d_pooled, &gathered[..m * c], nf, m, false);
         let Some(floor) = floor else { return };
         // Scatter the head rows' gradient into the last hidden state's gradient.
         grad.d_out[..n * c].fill(0.0);
