@@ -68,6 +68,7 @@ pub fn run_export(a: ExportArgs) -> anyhow::Result<ExitCode> {
     let Some(run) = a.run.as_ref().filter(|_| a.adapter.is_none()) else {
         anyhow::bail!("--adapter converts a PEFT adapter to --format gguf; for --format peft pass --run RUN_DIR");
     };
+    anyhow::ensure!(a.model.is_none(), "--model is the base of --adapter (--format gguf); a run (--run) knows its base, so drop --model");
     let t = load_trained(run)?;
     export(run, &t.config, &t.model, &t.labels, &t.tokenizer, Some(&a.out))?;
     eprintln!("wrote {}", a.out.display());

@@ -13,15 +13,15 @@
 //!    converted without the permutation.
 
 pub mod adapter;
-mod sources;
 pub mod merged;
+mod sources;
 
 #[cfg(test)]
 mod tests;
 
 pub use adapter::{adapter_writer, llama_cpp_alpha, write_adapter, AdapterSummary};
-pub use sources::{cli_export, cli_merge, export_peft_adapter, export_run_adapter, merge_to_gguf};
 pub use merged::{merged_writer, write_merged, MergedSummary};
+pub use sources::{cli_export, cli_merge, export_peft_adapter, export_run_adapter, merge_to_gguf};
 
 use super::GgufError;
 use crate::model::{DecoderArch, HeadKind, Model};
@@ -68,14 +68,14 @@ pub enum ExportError {
     Model(#[from] crate::error::Error),
 
     /// The model is not a decoder llama.cpp can take a LoRA adapter for.
-    #[error("a {model_type} model cannot be exported to GGUF: lowrank writes llama.cpp files for the decoders llama, mistral, qwen2 and gpt2; use --format peft")]
+    #[error("a {model_type} model cannot be exported to GGUF: GGUF adapters and models are for llama.cpp's decoder (causal language) models, which lowrank writes for llama, mistral, qwen2 and gpt2 bases; use --format peft for a {model_type} model")]
     UnsupportedModel {
         /// The model's `model_type`.
         model_type: &'static str,
     },
 
     /// The model carries a sequence-classification head, which llama.cpp cannot load.
-    #[error("the model has a {head} head ({module}); llama.cpp runs language models only, so a GGUF file would lose it: export a causal-LM adapter (--head lm), or use --format peft")]
+    #[error("the model has a {head} head ({module}); llama.cpp runs causal language models only, so a GGUF file would lose the head: GGUF export takes a causal-LM adapter (task_type CAUSAL_LM, lm head); use --format peft for this one")]
     ClassificationHead {
         /// The head kind.
         head: &'static str,
@@ -85,7 +85,7 @@ pub enum ExportError {
 
     /// A base tensor was trained in full (modules_to_save, last-layers), which a LoRA adapter
     /// cannot carry.
-    #[error("{tensor} was trained in full, not with LoRA; a GGUF LoRA adapter holds lora_a / lora_b pairs only: write a merged model (lowrank merge --format gguf) or use --format peft")]
+    #[error("{tensor} was trained in full, not with LoRA; a GGUF LoRA adapter holds lora_a / lora_b pairs only: write a merged model instead (lowrank export --run RUN --out DIR, then lowrank merge --model BASE.gguf --adapter DIR --format gguf), or use --format peft")]
     TrainedBaseTensor {
         /// The tensor's Hugging Face name.
         tensor: String,
@@ -101,7 +101,7 @@ pub enum ExportError {
     },
 
     /// The model has no LoRA layer to export.
-    #[error("the model carries no LoRA layer, so there is no adapter to export; train with --mode lora, or write the model itself with lowrank merge --format gguf")]
+    #[error("the model carries no LoRA layer, so there is no adapter to export: train with --mode lora; a full fine-tune is a whole model (export it with --format peft and convert the folder with llama.cpp's convert_hf_to_gguf.py)")]
     NoLora,
 
     /// A module has no tensor name in llama.cpp's mapping.
@@ -224,7 +224,9 @@ pub fn gguf_module_name(arch: DecoderArch, module: &str) -> Result<String> {
         if module == "lm_head" {
             return Ok("output".into());
         }
-        let rest = module.strip_prefix("transformer.h.").ok_or_else(|| unmapped("GPT-2's linears are transformer.h.N.{attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj}"))?;
+        let rest = module
+            .strip_prefix("transformer.h.")
+            .ok_or_else(|| unmapped("GPT-2's linears are transformer.h.N.{attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj}"))?;
         let (n, sub) = rest.split_once('.').ok_or_else(|| unmapped("expected transformer.h.N.<module>"))?;
         if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
             return Err(unmapped("expected a layer number after transformer.h."));

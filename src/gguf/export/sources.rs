@@ -76,13 +76,28 @@ pub fn merge_to_gguf(base: &Path, adapter_dir: &Path, out: &Path, dtype: GgufDty
     write_merged(&model, &source, out, dtype)
 }
 
+/// Refuses an `--out` that is an existing folder: a GGUF export is one file.
+fn check_out_file(out: &Path) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !out.is_dir(),
+        "--out {} is a folder, but --format gguf writes one file: pass a file name such as {}",
+        out.display(),
+        out.join("adapter.gguf").display()
+    );
+    Ok(())
+}
+
 /// `lowrank export --format gguf`: the adapter of the run `run`, or of the PEFT folder `adapter`
 /// on the base `model`, written to `out`; prints what it wrote.
 pub fn cli_export(run: Option<&Path>, adapter: Option<&Path>, model: Option<&str>, out: &Path) -> anyhow::Result<std::process::ExitCode> {
+    check_out_file(out)?;
     let s = match (adapter, run) {
         (Some(dir), _) => {
             let model = model.ok_or_else(|| anyhow::anyhow!("--adapter needs --model, the base the adapter was trained on"))?;
             export_peft_adapter(&crate::hub::resolve_model(model)?, dir, out)?
+        }
+        (None, Some(_)) if model.is_some() => {
+            anyhow::bail!("--model is the base of --adapter; a run (--run) knows its base, so drop --model")
         }
         (None, Some(run)) => export_run_adapter(run, out)?,
         (None, None) => anyhow::bail!("pass --run RUN_DIR, or --adapter DIR with --model BASE"),
@@ -106,6 +121,7 @@ pub fn cli_export(run: Option<&Path>, adapter: Option<&Path>, model: Option<&str
 /// `lowrank merge --format gguf`: the PEFT adapter `adapter` merged into the GGUF `base`, written
 /// to `out` as `dtype`; prints what it wrote.
 pub fn cli_merge(base: &Path, adapter: &Path, out: &Path, dtype: GgufDtype) -> anyhow::Result<std::process::ExitCode> {
+    check_out_file(out)?;
     let s = merge_to_gguf(base, adapter, out, dtype)?;
     eprintln!(
         "wrote {} (merged GGUF, {} {}: {} tensors, {} metadata keys from {}; LoRA merged into {} modules)",

@@ -61,8 +61,10 @@ fn alpha_gives_back_the_scale_under_llama_cpps_division() {
             }
         }
     }
-    // Any other factor (rsLoRA's alpha / √r, random ones) is exact or, rarely, one f32 step off.
-    let (mut exact, mut total) = (0usize, 0usize);
+    // Any other factor (rsLoRA's alpha / √r, random ones) is exact or one f32 step off: when
+    // neighbouring f32 alphas divide to quotients more than one step of the scale apart, some
+    // scales fall between them (measured: about 90% of random factors are exact).
+    let mut counts = [(0usize, 0usize); 2];
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     for k in 0..200_000 {
         let r = rng.random_range(1..=512usize);
@@ -73,10 +75,13 @@ fn alpha_gives_back_the_scale_under_llama_cpps_division() {
         };
         let got = llama_cpp_alpha("m", scale, r).unwrap_or_else(|e| panic!("{e}")) / r as f32;
         assert!(got.to_bits().abs_diff(scale.to_bits()) <= 1, "r {r}, scale {scale}, llama.cpp {got}");
-        exact += usize::from(got == scale);
-        total += 1;
+        counts[k % 2].0 += usize::from(got == scale);
+        counts[k % 2].1 += 1;
     }
-    assert!(exact * 100 >= total * 99, "only {exact} of {total} exact");
+    eprintln!("exact: rsLoRA {}/{}, random {}/{}", counts[0].0, counts[0].1, counts[1].0, counts[1].1);
+    for (exact, total) in counts {
+        assert!(exact * 100 >= total * 85, "only {exact} of {total} exact");
+    }
     // rsLoRA: alpha 8 at r 3 is the factor 8/√3.
     let s = 8.0 / 3f32.sqrt();
     assert_eq!(llama_cpp_alpha("m", s, 3).unwrap() / 3.0, s);
@@ -202,7 +207,7 @@ fn what_llama_cpp_cannot_load_is_refused_with_the_fix() {
     let mut full = model_with_lora(LLAMA, &[], raschka(2));
     full.base_params_mut().into_iter().find(|p| p.name == "model.norm.weight").unwrap().set_trainable(true);
     let e = adapter_writer(&full).unwrap_err().to_string();
-    assert!(e.contains("model.norm.weight") && e.contains("merge --format gguf"), "{e}");
+    assert!(e.contains("model.norm.weight") && e.contains("lowrank merge") && e.contains("--format gguf"), "{e}");
     // Two scales that no single adapter.lora.alpha gives.
     let mut mixed = model_with_lora(LLAMA, &[], raschka(2));
     mixed.linears_mut()[3].lora.as_mut().unwrap().scale = 3.0;
@@ -269,7 +274,8 @@ fn merged_model_keeps_the_metadata_and_adds_the_permuted_delta() {
             assert_eq!((got.dims.as_slice(), got.ggml_type), (t.dims.as_slice(), want_type), "{}", t.name);
             // In GGUF space, with no permutation in sight: merged = base + (alpha / r)·lora_b·lora_a.
             let mut want = source.read_tensor(&t.name).unwrap().data;
-            if let (Ok(a), Ok(b)) = (adapter.read_tensor(&format!("{}.lora_a", t.name)), adapter.read_tensor(&format!("{}.lora_b", t.name))) {
+            if let (Ok(a), Ok(b)) = (adapter.read_tensor(&format!("{}.lora_a", t.name)), adapter.read_tensor(&format!("{}.lora_b", t.name)))
+            {
                 let (r, i, o) = (a.shape[0], a.shape[1], b.shape[0]);
                 let scale = alpha / r as f32;
                 for row in 0..o {
