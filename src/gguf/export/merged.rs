@@ -30,9 +30,12 @@ pub struct MergedSummary {
 /// The largest finite f16.
 const F16_MAX: f32 = 65504.0;
 
+/// Merged weights by Hugging Face name, and the modules whose LoRA they hold.
+type MergedWeights = (HashMap<String, Vec<f32>>, Vec<String>);
+
 /// The base weights of `model` with every unmerged LoRA update added, by Hugging Face name
-/// (only the weights that change are computed; the others are borrowed).
-fn merged_weights(model: &Model) -> Result<(HashMap<String, Vec<f32>>, Vec<String>)> {
+/// (only the weights that change are computed here; the others are read from the model).
+fn merged_weights(model: &Model) -> Result<MergedWeights> {
     let mut out = HashMap::new();
     let mut modules = Vec::new();
     for lin in model.linears() {
