@@ -10,15 +10,34 @@ use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// Output format of `lowrank export` / `lowrank merge`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Hugging Face PEFT adapter folder / model folder.
+    Peft,
+    /// llama.cpp GGUF: a LoRA adapter file (`--lora`), or a merged F16 / F32 model.
+    Gguf,
+}
+
 /// Options of `lowrank export`.
 #[derive(Args, Debug)]
 pub struct ExportArgs {
     /// The run folder.
-    #[arg(long, value_name = "RUN_DIR")]
-    pub run: PathBuf,
-    /// Where to write the adapter (LoRA / last-layers runs) or model folder (full runs).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "RUN_DIR", required_unless_present = "adapter")]
+    pub run: Option<PathBuf>,
+    /// Where to write the adapter (LoRA / last-layers runs) or model folder (full runs); with
+    /// --format gguf, the adapter file.
+    #[arg(long, value_name = "DIR|FILE")]
     pub out: PathBuf,
+    /// peft (default) or gguf (llama.cpp's LoRA adapter file).
+    #[arg(long, value_enum, default_value = "peft")]
+    pub format: Format,
+    /// With --format gguf, a PEFT adapter folder to convert instead of a run (needs --model).
+    #[arg(long, value_name = "DIR", conflicts_with = "run", requires = "model")]
+    pub adapter: Option<PathBuf>,
+    /// The base model of --adapter.
+    #[arg(long, value_name = "DIR|FILE.gguf|ID")]
+    pub model: Option<String>,
 }
 
 /// Options of `lowrank merge`.
@@ -30,15 +49,28 @@ pub struct MergeArgs {
     /// The adapter folder (PEFT format).
     #[arg(long, value_name = "DIR")]
     pub adapter: PathBuf,
-    /// The model folder to write.
-    #[arg(long, value_name = "DIR")]
+    /// The model folder to write (with --format gguf, the .gguf file).
+    #[arg(long, value_name = "DIR|FILE")]
     pub out: PathBuf,
+    /// peft (default: a Hugging Face model folder) or gguf (needs a GGUF base).
+    #[arg(long, value_enum, default_value = "peft")]
+    pub format: Format,
+    /// Element type of the merged GGUF's matrices (--format gguf).
+    #[arg(long, value_enum)]
+    pub dtype: Option<crate::gguf::export::GgufDtype>,
 }
 
 /// Runs `lowrank export`.
 pub fn run_export(a: ExportArgs) -> anyhow::Result<ExitCode> {
-    let t = load_trained(&a.run)?;
-    export(&a.run, &t.config, &t.model, t.labels.as_ref(), &t.tokenizer, Some(&a.out))?;
+    if a.format == Format::Gguf {
+        return crate::gguf::export::cli_export(a.run.as_deref(), a.adapter.as_deref(), a.model.as_deref(), &a.out);
+    }
+    let Some(run) = a.run.as_ref().filter(|_| a.adapter.is_none()) else {
+        anyhow::bail!("--adapter converts a PEFT adapter to --format gguf; for --format peft pass --run RUN_DIR");
+    };
+    anyhow::ensure!(a.model.is_none(), "--model is the base of --adapter (--format gguf); a run (--run) knows its base, so drop --model");
+    let t = load_trained(run)?;
+    export(run, &t.config, &t.model, t.labels.as_ref(), &t.tokenizer, Some(&a.out))?;
     eprintln!("wrote {}", a.out.display());
     Ok(ExitCode::SUCCESS)
 }
@@ -46,6 +78,10 @@ pub fn run_export(a: ExportArgs) -> anyhow::Result<ExitCode> {
 /// Runs `lowrank merge`.
 pub fn run_merge(a: MergeArgs) -> anyhow::Result<ExitCode> {
     let base = crate::hub::resolve_model(&a.model)?;
+    if a.format == Format::Gguf {
+        return crate::gguf::export::cli_merge(&base, &a.adapter, &a.out, a.dtype.unwrap_or_default());
+    }
+    anyhow::ensure!(a.dtype.is_none(), "--dtype applies to --format gguf; a --format peft merge keeps f32 weights");
     let files = read_adapter(&a.adapter)?;
     let num_labels = files.labels.as_ref().map(|l| l.len());
     let (mut model, _) = Model::from_pretrained(&base, &LoadOptions { head: files.head(), num_labels, seed: 0 })?;

@@ -8,12 +8,14 @@
 //! 3. [`hf`] gives the Hugging Face `config.json` and tensor names, undoing llama.cpp's Q/K row
 //!    permutation;
 //! 4. [`tokenizer`] builds a `tokenizers::Tokenizer` from the `tokenizer.ggml.*` metadata;
-//! 5. [`write`](mod@write) writes metadata and F32/F16 tensors back out (LoRA adapters, merged models).
+//! 5. [`write`](mod@write) writes metadata and F32/F16 tensors back out (LoRA adapters, merged models);
+//! 6. [`export`] writes a model's LoRA as llama.cpp's GGUF adapter, or the merged model as a GGUF.
 
 #![deny(missing_docs)]
 
 pub mod dequant;
 pub mod error;
+pub mod export;
 pub mod ggml_type;
 pub mod hf;
 mod kquants;
