@@ -5,7 +5,6 @@ use crate::run::TrainConfig;
 use crate::train::{train, Outcome};
 use anyhow::Context;
 use clap::Args;
-use serde_json::Value;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -38,18 +37,7 @@ pub fn config(a: &TrainArgs) -> anyhow::Result<TrainConfig> {
     let mut cfg = train_config(model, a.model.head, &a.data, &a.plan, &a.lp)?;
     if let Some(dir) = &a.adapter {
         let files = crate::adapter::read_adapter(dir)?;
-        let l = files.lora_config();
-        let scaling = format!("{:?}", l.scaling).to_lowercase();
-        let mut from_adapter: Vec<(&str, Value)> = vec![
-            ("lora_r", Value::from(l.r)),
-            ("lora_alpha", Value::from(f64::from(l.alpha))),
-            ("scaling", Value::from(scaling)),
-            ("lora_dropout", Value::from(f64::from(l.dropout))),
-        ];
-        if let Some(list) = files.config.target_modules.as_array() {
-            from_adapter.push(("target_modules", Value::Array(list.clone())));
-        }
-        for (name, value) in &from_adapter {
+        for (name, value) in &files.overrides() {
             crate::options::apply(&mut cfg, name, value)?;
         }
         cfg.validate()?;

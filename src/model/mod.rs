@@ -157,19 +157,22 @@ impl Model {
         }
     }
 
-    /// Every parameter: base ones in [`Model::base_params`] order, then every LoRA A and B (the
-    /// optimizer's order).
+    /// Every parameter: base ones in [`Model::base_params`] order, then every LoRA tensor (A, B,
+    /// lora_B's bias, DoRA's magnitude; the optimizer's order).
     pub fn params_mut(&mut self) -> Vec<&mut Param> {
         match self {
             Model::Bert(m) => m.params_mut(),
         }
     }
 
-    /// Every parameter including LoRA, read-only, in [`Model::params_mut`] order.
+    /// Every parameter including LoRA, read-only, in [`Model::params_mut`] order (base ones,
+    /// then each linear's LoRA tensors: the same for every architecture).
     pub fn params(&self) -> Vec<&Param> {
-        match self {
-            Model::Bert(m) => m.params(),
+        let mut v = self.base_params();
+        for l in self.linears() {
+            v.extend(l.lora_params());
         }
+        v
     }
 
     /// (trainable, total) parameter counts; LoRA tensors count as trainable and total, as in

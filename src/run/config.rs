@@ -107,6 +107,7 @@ impl TrainConfig {
         if self.checkpoint_every == 0 {
             return bad("--checkpoint-every must be at least 1".into());
         }
+        self.plan.patterns.validate()?;
         self.plan.lora.validate()
     }
 }
