@@ -1,0 +1,349 @@
+//! LoRA's family against PEFT (fixtures from scripts/golden/make_lora_family.py): DoRA, PiSSA,
+//! OLoRA, gaussian init, lora_bias, rank / alpha patterns, layers_to_transform and LoRA+ built by
+//! lowrank itself from the same settings as PEFT's LoraConfig give PEFT's initial tensors,
+//! logits (1e-5), every trainable gradient including lora_magnitude_vector's (1e-4 relative) and
+//! optimizer steps; merged ≈ unmerged (1e-5); adapters written by PEFT give PEFT's logits, and
+//! lowrank's own adapters of them reload exactly.
+
+use lowrank::adapter::{load_into, save_adapter, AdapterInfo};
+use lowrank::data::batch::Batch;
+use lowrank::data::LabelMap;
+use lowrank::lora::pattern::ordered;
+use lowrank::lora::{Init, LoraConfig, LoraLayer, LoraPatterns, Scaling, TargetModules};
+use lowrank::model::{Activations, HeadKind, LoadOptions, Model, Pass};
+use lowrank::ops::loss::cross_entropy;
+use lowrank::optim::{Adam, OptimizerConfig};
+use lowrank::plan::{TrainMode, TrainPlan};
+use lowrank::tensorfile::TensorFile;
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// Largest |got − want| within `rtol` of the largest |want| (plus `atol`).
+fn assert_close(what: &str, got: &[f32], want: &[f32], rtol: f32, atol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let diff = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let scale = want.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
+    assert!(diff <= atol + rtol * scale, "{what}: max diff {diff:e} vs max |want| {scale:e}");
+}
+
+/// The PEFT LoraConfig fields a case was made with, read in file order (patterns are ordered).
+#[derive(Deserialize)]
+struct PeftSettings {
+    r: usize,
+    lora_alpha: f32,
+    target_modules: Vec<String>,
+    #[serde(default)]
+    use_dora: bool,
+    #[serde(default)]
+    lora_bias: bool,
+    #[serde(default)]
+    init_lora_weights: Option<String>,
+    #[serde(default, with = "ordered")]
+    rank_pattern: Vec<(String, usize)>,
+    #[serde(default, with = "ordered")]
+    alpha_pattern: Vec<(String, f32)>,
+    #[serde(default)]
+    layers_to_transform: Option<Vec<usize>>,
+    #[serde(default)]
+    layers_pattern: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Meta {
+    base: String,
+    head: String,
+    peft_config: PeftSettings,
+    modules: Vec<String>,
+    scales: std::collections::BTreeMap<String, f32>,
+    ranks: std::collections::BTreeMap<String, usize>,
+    #[serde(default)]
+    loraplus: Option<LoraPlus>,
+    #[serde(default)]
+    init_a_std: Option<f32>,
+}
+
+#[derive(Deserialize)]
+struct LoraPlus {
+    lr: f32,
+    ratio: f32,
+    steps: usize,
+}
+
+/// lowrank's plan for the same settings as PEFT's LoraConfig.
+fn plan_of(p: &PeftSettings) -> TrainPlan {
+    TrainPlan {
+        mode: TrainMode::Lora,
+        lora: LoraConfig {
+            r: p.r,
+            alpha: p.lora_alpha,
+            scaling: Scaling::Peft,
+            init: Some(p.init_lora_weights.as_deref().unwrap_or("true").parse().unwrap()),
+            dora: p.use_dora,
+            bias: p.lora_bias,
+            ..Default::default()
+        },
+        targets: TargetModules::Names(p.target_modules.clone()),
+        patterns: LoraPatterns {
+            rank_pattern: p.rank_pattern.clone(),
+            alpha_pattern: p.alpha_pattern.clone(),
+            layers_to_transform: p.layers_to_transform.clone(),
+            layers_pattern: p.layers_pattern.clone().map(|l| vec![l]),
+        },
+        ..Default::default()
+    }
+}
+
+fn batch_of(file: &TensorFile, with_types: bool) -> (Batch, Vec<usize>) {
+    let ids = &file.tensors["input_ids"];
+    let mask = &file.tensors["attention_mask"].i64;
+    let (b, t) = (ids.shape[0], ids.shape[1]);
+    let rows: Vec<Vec<u32>> =
+        (0..b).map(|i| (0..t).filter(|j| mask[i * t + j] == 1).map(|j| ids.i64[i * t + j] as u32).collect()).collect();
+    let types: Option<Vec<Vec<u32>>> = with_types.then(|| {
+        let tt = &file.tensors["token_type_ids"];
+        (0..b).map(|i| (0..rows[i].len()).map(|j| tt.i64[i * t + j] as u32).collect()).collect()
+    });
+    let labels: Vec<usize> = file.tensors.get("labels").map_or(vec![0; b], |l| l.i64.iter().map(|v| *v as usize).collect());
+    let refs: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
+    let type_refs: Option<Vec<&[u32]>> = types.as_ref().map(|t| t.iter().map(Vec::as_slice).collect());
+    (Batch::pack_with_types(&refs, type_refs.as_deref(), &labels, None, 0), labels)
+}
+
+fn base(name: &str, head: Option<HeadKind>) -> Model {
+    Model::from_pretrained(&fixtures().join("golden").join(name), &LoadOptions { head, ..Default::default() }).unwrap().0
+}
+
+fn logits(model: &Model, batch: &Batch) -> Vec<f32> {
+    model.forward(batch, &mut Activations::default(), Pass::Eval).to_vec()
+}
+
+/// A layer's tensors by the fixture's suffixes.
+fn part<'a>(l: &'a mut LoraLayer, suffix: &str) -> &'a mut lowrank::param::Param {
+    match suffix {
+        "A" => &mut l.a,
+        "B" => &mut l.b,
+        "bias" => l.bias.as_mut().expect("a lora_B bias"),
+        "magnitude" => &mut l.dora.as_mut().expect("a DoRA layer").magnitude,
+        other => panic!("unknown part {other}"),
+    }
+}
+
+const PARTS: [&str; 4] = ["A", "B", "bias", "magnitude"];
+
+/// Flips lowrank's PiSSA components to PEFT's signs (an SVD's singular vector pairs are defined up
+/// to a joint sign; A·B, the residual and the function do not depend on it).
+fn align_signs(l: &mut LoraLayer, want_a: &[f32]) {
+    let (i, r, o) = (l.a.shape[0], l.rank(), l.b.shape[1]);
+    for t in 0..r {
+        let dot: f32 = (0..i).map(|k| l.a.data[k * r + t] * want_a[k * r + t]).sum();
+        if dot < 0.0 {
+            (0..i).for_each(|k| l.a.data[k * r + t] *= -1.0);
+            (0..o).for_each(|j| l.b.data[t * o + j] *= -1.0);
+        }
+    }
+}
+
+fn golden(case: &str) {
+    let dir = fixtures().join("lora-family/golden");
+    let meta: Meta = serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{case}.json"))).unwrap()).unwrap();
+    let file = TensorFile::read(&dir.join(format!("{case}.safetensors"))).unwrap();
+    let head: HeadKind = meta.head.parse().unwrap();
+    let mut model = base(&meta.base, Some(head));
+    let plan = plan_of(&meta.peft_config);
+    let injected = plan.apply(&mut model).unwrap();
+    assert_eq!(injected.iter().collect::<BTreeSet<_>>(), meta.modules.iter().collect::<BTreeSet<_>>(), "{case}: LoRA modules");
+    let init = plan.lora.init_kind();
+    let mut a_values = Vec::new();
+    for lin in model.linears_mut() {
+        let path = lin.path.clone();
+        let Some(l) = lin.lora.as_mut() else { continue };
+        assert_eq!(l.rank(), meta.ranks[&path], "{case}: rank of {path}");
+        assert!((l.scale - meta.scales[&path]).abs() < 1e-6, "{case}: scale of {path}");
+        let key = |prefix: &str, s: &str| format!("{prefix}.{path}.{s}");
+        if init.mutates_base() {
+            // lowrank's own PiSSA / OLoRA: the same A, B (up to SVD signs) and residual as PEFT's.
+            if matches!(init, Init::Pissa) {
+                align_signs(l, &file.tensors[&key("init", "A")].f32);
+            }
+            assert_close(&format!("{case}: init A of {path}"), &l.a.data, &file.tensors[&key("init", "A")].f32, 1e-4, 1e-6);
+            assert_close(&format!("{case}: init B of {path}"), &l.b.data, &file.tensors[&key("init", "B")].f32, 1e-4, 1e-6);
+            assert_close(
+                &format!("{case}: residual of {path}"),
+                &lin.weight.data,
+                &file.tensors[&format!("residual.{path}.weight")].f32,
+                0.0,
+                1e-5,
+            );
+        }
+        if let Some(d) = &l.dora {
+            assert_close(
+                &format!("{case}: initial magnitude of {path}"),
+                &d.magnitude.data,
+                &file.tensors[&key("init", "magnitude")].f32,
+                1e-5,
+                0.0,
+            );
+        }
+        a_values.extend_from_slice(&l.a.data);
+        // From here on the adapter is PEFT's (moved away from its start as training would).
+        for s in PARTS {
+            if let Some(t) = file.tensors.get(&key("lora", s)) {
+                let p = part(l, s);
+                assert_eq!(p.numel(), t.f32.len(), "{case}: {s} of {path}");
+                if !(init.mutates_base() && (s == "A" || s == "B")) {
+                    p.data.copy_from_slice(&t.f32);
+                }
+            }
+        }
+    }
+    if let Some(std) = meta.init_a_std {
+        // gaussian: torch's and lowrank's random numbers differ; their spread must not.
+        let ours = (a_values.iter().map(|v| v * v).sum::<f32>() / a_values.len() as f32).sqrt();
+        assert!((ours - 1.0 / plan.lora.r as f32).abs() < 0.03 && (ours - std).abs() < 0.04, "{case}: A std {ours} vs PEFT's {std}");
+    }
+    let (batch, labels) = batch_of(&file, head == HeadKind::Bert);
+    let k = model.num_labels();
+    let mut acts = Activations::default();
+    let got = model.forward(&batch, &mut acts, Pass::Eval).to_vec();
+    assert_close(&format!("{case}: logits"), &got, &file.tensors["logits"].f32, 0.0, 1e-5);
+    let mut dlogits = vec![0.0; got.len()];
+    let loss = cross_entropy(&mut dlogits, &got, &labels, k);
+    assert!((loss - file.tensors["loss"].f32[0]).abs() < 1e-5, "{case}: loss {loss}");
+    model.dlogits_mut(&mut acts).copy_from_slice(&dlogits);
+    model.zero_grad();
+    model.backward(&batch, &mut acts, Pass::Eval);
+    let mut checked = BTreeSet::new();
+    for lin in model.linears_mut() {
+        let path = lin.path.clone();
+        let Some(l) = lin.lora.as_mut() else { continue };
+        for s in PARTS {
+            let key = format!("grad.{path}.{s}");
+            if let Some(want) = file.tensors.get(&key) {
+                assert_close(&format!("{case}: {key}"), part(l, s).grad.as_ref().unwrap(), &want.f32, 1e-4, 1e-7);
+                checked.insert(key);
+            }
+        }
+    }
+    let trainable: BTreeSet<String> = model.params().iter().filter(|p| p.trainable()).map(|p| p.name.clone()).collect();
+    let expected: BTreeSet<String> = file.tensors.keys().filter(|k| k.starts_with("grad.")).cloned().collect();
+    assert_eq!(checked, expected, "{case}: gradients checked");
+    assert_eq!(trainable.len(), expected.len(), "{case}: the set of trainable tensors differs from PEFT's: {trainable:?}");
+
+    if let Some(lp) = &meta.loraplus {
+        // create_loraplus_optimizer(Adam, lr, loraplus_lr_ratio): the same parameters after each step.
+        let mut opt = Adam::new(OptimizerConfig { lr: lp.lr, loraplus_lr_ratio: Some(lp.ratio), ..Default::default() });
+        for step in 1..=lp.steps {
+            if step > 1 {
+                let out = model.forward(&batch, &mut acts, Pass::Eval).to_vec();
+                cross_entropy(&mut dlogits, &out, &labels, k);
+                model.dlogits_mut(&mut acts).copy_from_slice(&dlogits);
+                model.backward(&batch, &mut acts, Pass::Eval);
+            }
+            opt.step(&mut model.params_mut(), lp.lr);
+            for lin in model.linears_mut() {
+                let path = lin.path.clone();
+                let Some(l) = lin.lora.as_mut() else { continue };
+                for s in PARTS {
+                    if let Some(want) = file.tensors.get(&format!("step{step}.{path}.{s}")) {
+                        assert_close(&format!("{case}: step {step} {s} of {path}"), &part(l, s).data, &want.f32, 1e-4, 1e-6);
+                    }
+                }
+            }
+        }
+        return;
+    }
+    // Merged (PEFT's safe merge) equals unmerged, and unmerging gives the weights back.
+    let weights: Vec<Vec<f32>> = model.base_params().iter().map(|p| p.data.clone()).collect();
+    model.merge_lora().unwrap();
+    let merged = logits(&model, &batch);
+    assert_close(&format!("{case}: merged vs unmerged"), &merged, &got, 0.0, 1e-5);
+    assert_close(&format!("{case}: merged vs PEFT's merged"), &merged, &file.tensors["merged_logits"].f32, 0.0, 1e-5);
+    model.unmerge_lora();
+    for (p, w) in model.base_params().iter().zip(&weights) {
+        assert_close(&format!("{case}: {} after unmerge", p.name), &p.data, w, 0.0, 1e-5);
+    }
+}
+
+macro_rules! golden {
+    ($($name:ident => $case:literal),* $(,)?) => {$(
+        #[test]
+        fn $name() {
+            golden($case);
+        }
+    )*};
+}
+
+golden! {
+    dora_distilbert => "distilbert-dora",
+    dora_with_rank_and_alpha_patterns_bert => "bert-dora-patterns",
+    pissa_distilbert => "distilbert-pissa",
+    olora_bert => "bert-olora",
+    dora_on_pissa_distilbert => "distilbert-dora-pissa",
+    lora_bias_distilbert => "distilbert-lora-bias",
+    gaussian_init_and_layers_to_transform_bert => "bert-gaussian-layers",
+    loraplus_steps_with_dora_distilbert => "distilbert-dora-loraplus",
+}
+
+/// Adapters written by PEFT give PEFT's logits; lowrank's re-save of them reloads exactly (PiSSA
+/// and OLoRA converted to plain LoRA of twice the rank), and merging changes nothing.
+#[test]
+fn adapters_written_by_peft_load_and_round_trip() {
+    let cases = ["distilbert-dora", "bert-pissa", "bert-pissa-converted", "distilbert-olora-dora", "bert-patterns-bias"];
+    for case in cases {
+        let dir = fixtures().join("lora-family/peft").join(case);
+        let expected = TensorFile::read(&dir.join("expected.safetensors")).unwrap();
+        let (batch, _) = batch_of(&expected, false);
+        let name = if case.starts_with("bert") { "tiny-bert" } else { "tiny-distilbert" };
+        let mut m = base(name, None);
+        let before = logits(&m, &batch);
+        load_into(&dir, &mut m).unwrap();
+        let got = logits(&m, &batch);
+        assert_close(&format!("{case}: lowrank vs PEFT"), &got, &expected.tensors["logits"].f32, 0.0, 1e-5);
+        assert_close(&format!("{case}: PEFT's own base"), &before, &expected.tensors["base_logits"].f32, 0.0, 1e-5);
+        assert!(before.iter().zip(&got).any(|(a, b)| (a - b).abs() > 0.1), "{case}: the adapter changed nothing");
+
+        let tmp = tempfile::tempdir().unwrap();
+        let labels = LabelMap::new((0..m.num_labels()).map(|i| format!("c{i}")).collect()).unwrap();
+        let info = AdapterInfo {
+            base_model: name.into(),
+            labels: &labels,
+            tokenizer_dir: tmp.path(),
+            lora: Some(lowrank::adapter::read_adapter(&dir).unwrap().lora_config()),
+            patterns: None,
+        };
+        save_adapter(&m, &tmp.path().join("a"), &info).unwrap();
+        let mut again = base(name, None);
+        load_into(&tmp.path().join("a"), &mut again).unwrap();
+        assert_close(&format!("{case}: lowrank's re-save"), &logits(&again, &batch), &got, 0.0, 1e-5);
+        let saved: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(tmp.path().join("a/adapter_config.json")).unwrap()).unwrap();
+        let peft: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("adapter_config.json")).unwrap()).unwrap();
+        assert_eq!(saved["use_dora"], peft["use_dora"], "{case}");
+        if case == "bert-pissa" || case == "distilbert-olora-dora" {
+            assert_eq!(saved["r"], 8, "{case}: converted to plain LoRA of rank 2r");
+            assert_eq!(saved["init_lora_weights"], true, "{case}");
+        }
+        m.merge_lora().unwrap();
+        assert_close(&format!("{case}: merged"), &logits(&m, &batch), &got, 0.0, 1e-5);
+    }
+}
+
+#[test]
+fn trainable_counts_include_the_magnitudes() {
+    let cfg = lowrank::model::ModelConfig::load(&fixtures().join("distilbert-base-uncased.config.json")).unwrap();
+    let mut m = Model::new(&cfg, HeadKind::DistilBert, 2);
+    let mut plan = TrainPlan { lora: LoraConfig { dora: true, ..Default::default() }, ..Default::default() };
+    plan.apply(&mut m).unwrap();
+    assert_eq!(m.param_counts().0, 147_456 + 12 * 768, "LoRA q+v plus one magnitude per output row");
+    plan.lora = LoraConfig { bias: true, ..Default::default() };
+    plan.patterns.rank_pattern = vec![("q_lin".into(), 16)];
+    plan.apply(&mut m).unwrap();
+    assert_eq!(m.param_counts().0, 6 * 16 * 1536 + 6 * 8 * 1536 + 12 * 768);
+    let tree = m.module_tree();
+    assert!(tree.contains("LoRALayer(rank=16, scale=16, lora_bias=True)"), "{tree}");
+}
