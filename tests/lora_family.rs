@@ -347,3 +347,116 @@ fn trainable_counts_include_the_magnitudes() {
     let tree = m.module_tree();
     assert!(tree.contains("LoRALayer(rank=16, scale=16, lora_bias=True)"), "{tree}");
 }
+
+mod common;
+use common::{head_csv, lowrank_err, lowrank_ok, minilm, rt, s};
+
+/// `lowrank inspect` on the tiny BERT with `flags`: the error it prints.
+fn inspect_err(flags: &[&str]) -> String {
+    let model = fixtures().join("golden/tiny-bert");
+    let args: Vec<&str> = ["inspect", "--model", s(&model), "--num-labels", "3"].iter().copied().chain(flags.iter().copied()).collect();
+    lowrank_err(&args)
+}
+
+#[test]
+fn bad_family_inputs_are_clear_errors() {
+    let e = inspect_err(&["--dora", "--target-modules", "word_embeddings"]);
+    assert!(e.contains("bert.embeddings.word_embeddings") && e.contains("an embedding") && e.contains("DoRA"), "{e}");
+    let e = inspect_err(&["--target-modules", "query", "--rank-pattern", "qeury=4"]);
+    assert!(e.contains("--rank-pattern qeury") && e.contains("attention.self.query"), "{e}");
+    let e = inspect_err(&["--init", "pissa", "--lora-r", "40", "--lora-query"]);
+    assert!(e.contains("PiSSA needs r <= min(out, in) = 32") && e.contains("--lora-r"), "{e}");
+    let e = inspect_err(&["--dora", "--lora-bias"]);
+    assert!(e.contains("--lora-bias") && e.contains("--dora"), "{e}");
+    let e = inspect_err(&["--lora-query", "--layers-to-transform", "7"]);
+    assert!(e.contains("names no layer") && e.contains("0, 1"), "{e}");
+    let e = inspect_err(&["--target-modules", "re:.*query", "--layers-to-transform", "1"]);
+    assert!(e.contains("regex"), "{e}");
+    let e = inspect_err(&["--init", "svd"]);
+    assert!(e.contains("pissa_niter_K"), "{e}");
+    // An adapter whose residual came from a randomised SVD cannot be reproduced.
+    let tmp = tempfile::tempdir().unwrap();
+    let src = fixtures().join("lora-family/peft/bert-pissa");
+    std::fs::copy(src.join("adapter_model.safetensors"), tmp.path().join("adapter_model.safetensors")).unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(src.join("adapter_config.json")).unwrap()).unwrap();
+    cfg["init_lora_weights"] = "pissa_niter_4".into();
+    std::fs::write(tmp.path().join("adapter_config.json"), cfg.to_string()).unwrap();
+    let e = load_into(tmp.path(), &mut base("tiny-bert", None)).unwrap_err().to_string();
+    assert!(e.contains("pissa_niter_4") && e.contains("path_initial_model_for_weight_conversion"), "{e}");
+}
+
+#[test]
+fn inspect_shows_dora_and_counts_its_magnitudes() {
+    let model = fixtures().join("golden/tiny-bert");
+    let out = lowrank_ok(&["inspect", "--model", s(&model), "--num-labels", "3", "--dora", "--lora-r", "2", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    // q and v of 2 layers: 2·(32 + 32) LoRA + 32 magnitude each.
+    assert_eq!(v["trainable_params"], 4 * (2 * 64 + 32));
+    assert!(v["trainable_tensors"].as_array().unwrap().iter().any(|t| t.as_str().unwrap().ends_with("query.lora_magnitude_vector")), "{v}");
+    let tree = lowrank_ok(&["inspect", "--model", s(&model), "--num-labels", "3", "--dora", "--init", "olora", "--lora-r", "2"]);
+    assert!(tree.contains("DoRALayer(rank=2, scale=16, magnitude=[32], base=residual)"), "{tree}");
+}
+
+/// A real run with DoRA on PiSSA, a rank pattern and LoRA+: its adapter is PEFT's converted form,
+/// the run folder rebuilds the same model (the SVD is recomputed identically), the merged folder
+/// predicts what the adapter does, and training continues from the adapter.
+#[test]
+fn dora_pissa_run_saves_reloads_merges_and_continues() {
+    let d = tempfile::tempdir().unwrap();
+    let (t, v) = (d.path().join("train.csv"), d.path().join("val.csv"));
+    head_csv(&rt("train"), &t, 48);
+    head_csv(&rt("val"), &v, 24);
+    let model = minilm();
+    let run = d.path().join("run");
+    let family = ["--dora", "--init", "pissa", "--scaling", "peft", "--lora-r", "4", "--lora-alpha", "8", "--rank-pattern", "q_lin=2"];
+    let mut args = vec!["train", "--model", s(&model), "--head", "distilbert", "--max-length", "48", "--train", s(&t), "--val", s(&v)];
+    args.extend(["--test", s(&v), "--epochs", "1", "--lr", "1e-3", "--loraplus-lr-ratio", "4", "--out", s(&run)]);
+    args.extend(family);
+    let summary: serde_json::Value = serde_json::from_str(&lowrank_ok(&args)).unwrap();
+    let inspect: Vec<&str> = ["inspect", "--model", s(&model), "--head", "distilbert", "--json"].into_iter().chain(family).collect();
+    let counted: serde_json::Value = serde_json::from_str(&lowrank_ok(&inspect)).unwrap();
+    assert_eq!(summary["trainable_params"], counted["trainable_params"]);
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("adapter/adapter_config.json")).unwrap()).unwrap();
+    assert_eq!((cfg["use_dora"].as_bool(), cfg["r"].as_u64(), cfg["init_lora_weights"].as_bool()), (Some(true), Some(8), Some(true)));
+    assert_eq!(cfg["rank_pattern"].as_object().unwrap().values().next().unwrap(), 4, "q_lin's rank 2, converted to 4");
+
+    let eval: serde_json::Value = serde_json::from_str(&lowrank_ok(&["eval", "--run", s(&run), "--data", s(&v), "--json"])).unwrap();
+    assert_eq!(eval["accuracy"].as_f64(), summary["test_acc"].as_f64(), "the rebuilt run gives the run's own metrics");
+
+    let text = "A gorgeous, witty, seductive movie.";
+    let pred = |model: &Path, adapter: Option<&Path>| -> Vec<f64> {
+        let mut a = vec!["predict", "--model", s(model), "--text", text, "--json"];
+        if let Some(ad) = adapter {
+            a.extend(["--adapter", s(ad)]);
+        }
+        let v: serde_json::Value = serde_json::from_str(lowrank_ok(&a).trim()).unwrap();
+        v["logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+    };
+    let with_adapter = pred(&model, Some(&run.join("adapter")));
+    let merged = d.path().join("merged");
+    lowrank_ok(&["merge", "--model", s(&model), "--adapter", s(&run.join("adapter")), "--out", s(&merged)]);
+    let from_merged = pred(&merged, None);
+    for (a, b) in with_adapter.iter().zip(&from_merged) {
+        assert!((a - b).abs() < 1e-4, "{with_adapter:?} vs {from_merged:?}");
+    }
+    let more = d.path().join("more");
+    let args = [
+        "train",
+        "--model",
+        s(&model),
+        "--head",
+        "distilbert",
+        "--max-length",
+        "48",
+        "--train",
+        s(&t),
+        "--val",
+        s(&v),
+        "--epochs",
+        "1",
+        "--adapter",
+    ];
+    lowrank_ok(&args.into_iter().chain([s(&run.join("adapter")), "--out", s(&more)]).collect::<Vec<_>>());
+    let cont: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(more.join("config.json")).unwrap()).unwrap();
+    assert_eq!((cont["plan"]["lora"]["dora"].as_bool(), cont["plan"]["lora"]["r"].as_u64()), (Some(true), Some(8)));
+}

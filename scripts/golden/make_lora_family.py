@@ -336,14 +336,15 @@ def synthetic_model(tmp: Path, base: str) -> Path:
     return d
 
 
-def synthetic_data(path: Path, n: int, seed: int) -> None:
+def synthetic_data(path: Path, n: int, seed: int, classes: int) -> None:
     rng = random.Random(seed)
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["text", "label"])
         for _ in range(n):
-            label = rng.randrange(2)
-            ids = [rng.randrange(5, 50) + 50 * label if rng.random() < 0.6 else rng.randrange(5, 100) for _ in range(rng.randrange(3, 12))]
+            label = rng.randrange(classes)
+            width = 95 // classes
+            ids = [5 + width * label + rng.randrange(width) if rng.random() < 0.6 else rng.randrange(5, 100) for _ in range(rng.randrange(3, 12))]
             w.writerow([" ".join(f"w{i}" for i in ids), label])
 
 
@@ -374,14 +375,14 @@ def part_b(binary: Path, inputs) -> list[dict]:
     texts, ids, mask = batch_texts(inputs)
     with tempfile.TemporaryDirectory(prefix="lora-family-b-") as tmp:
         tmp = Path(tmp)
-        data = tmp / "data.csv"
-        synthetic_data(data, 96, 7)
+        for base, classes in (("tiny-distilbert", 2), ("tiny-bert", 3)):
+            synthetic_data(tmp / f"{base}.csv", 96, 7, classes)
         for spec in RUNS:
             r = {"run": spec["name"], "base": spec["base"], "args": spec["args"]}
             try:
                 model = synthetic_model(tmp, spec["base"]) if not (tmp / spec["base"]).exists() else tmp / spec["base"]
                 out = tmp / spec["name"]
-                lowrank(binary, "train", "--model", model, "--data", data, "--out", out, "--head", "bert" if spec["base"] == "tiny-bert" else "distilbert", *COMMON, *spec["args"])
+                lowrank(binary, "train", "--model", model, "--data", tmp / f"{spec['base']}.csv", "--out", out, "--head", "bert" if spec["base"] == "tiny-bert" else "distilbert", *COMMON, *spec["args"])
                 adapter = out / "adapter"
                 cfg = json.loads((adapter / "adapter_config.json").read_text())
                 rows = [json.loads(line) for line in lowrank(binary, "predict", "--model", model, "--adapter", adapter, "--json", *sum((["--text", t] for t in texts), [])).splitlines() if line.startswith("{")]

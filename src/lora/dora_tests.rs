@@ -192,7 +192,7 @@ fn magnitude_starts_at_the_row_norms_so_dora_starts_at_lora() {
     linear_forward(&mut want, &x, &c.w, Some(&c.b), N, I, O);
     let mut plain = c.lora.clone();
     plain.dora = None;
-    plain.forward(&mut want, &mut vec![0.0; N * R], &x, &mut [], N, Dropout::OFF);
+    plain.forward(&mut want, &mut [0.0; N * R], &x, &mut [], N, Dropout::OFF);
     assert!(crate::ops::testing::max_abs_diff(&y, &want) < 1e-5);
 }
 

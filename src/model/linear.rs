@@ -272,4 +272,72 @@ mod tests {
         lin.merge();
         assert!(lin.weight.data.iter().any(|w| *w != 0.0));
     }
+
+    fn layer(bias: bool, cfg: &LoraConfig) -> Linear {
+        let mut lin = if bias { Linear::new("m".into(), Role::Query, 6, 5) } else { Linear::without_bias("m".into(), Role::Query, 6, 5) };
+        lin.weight.data = crate::ops::testing::random_vec(30, 1);
+        if let Some(b) = lin.bias.as_mut() {
+            b.data = crate::ops::testing::random_vec(5, 2);
+        }
+        lin.add_lora(cfg, &mut rand::rngs::StdRng::seed_from_u64(3)).unwrap();
+        let l = lin.lora.as_mut().unwrap();
+        l.b.data = crate::ops::testing::random_vec(l.b.numel(), 4);
+        if let Some(b) = l.bias.as_mut() {
+            b.data = crate::ops::testing::random_vec(5, 5);
+        }
+        if let Some(d) = l.dora.as_mut() {
+            d.magnitude.data.iter_mut().for_each(|m| *m *= 1.3);
+        }
+        lin
+    }
+
+    fn out(lin: &Linear, x: &[f32]) -> Vec<f32> {
+        let mut y = vec![0.0; 4 * 5];
+        lin.forward(&mut y, &mut Vec::new(), x, &mut Vec::new(), 4, Dropout::OFF);
+        y
+    }
+
+    #[test]
+    fn every_variant_merges_to_the_same_outputs_and_unmerges_back() {
+        let x = crate::ops::testing::random_vec(24, 6);
+        for cfg in [
+            LoraConfig { r: 2, bias: true, ..Default::default() },
+            LoraConfig { r: 2, dora: true, ..Default::default() },
+            LoraConfig { r: 3, init: Some(crate::lora::Init::Pissa), dora: true, ..Default::default() },
+        ] {
+            let mut lin = layer(true, &cfg);
+            let (w, b, want) = (lin.weight.data.clone(), lin.bias.clone().unwrap().data, out(&lin, &x));
+            lin.check_merge().unwrap();
+            lin.merge();
+            assert!(crate::ops::testing::max_abs_diff(&out(&lin, &x), &want) < 1e-5, "{cfg:?}");
+            lin.unmerge();
+            assert!(crate::ops::testing::max_abs_diff(&lin.weight.data, &w) < 1e-5, "{cfg:?}");
+            assert!(crate::ops::testing::max_abs_diff(&lin.bias.as_ref().unwrap().data, &b) < 1e-6, "{cfg:?}");
+        }
+    }
+
+    #[test]
+    fn a_lora_bias_without_a_base_bias_cannot_merge() {
+        let mut lin = layer(false, &LoraConfig { r: 2, bias: true, ..Default::default() });
+        let e = lin.check_merge().unwrap_err().to_string();
+        assert!(e.contains("no bias") && e.contains("unmerged"), "{e}");
+        let w = lin.weight.data.clone();
+        lin.merge();
+        assert_eq!(lin.weight.data, w, "a refused merge changes nothing");
+    }
+
+    #[test]
+    fn removing_a_residual_init_gives_the_base_weight_back() {
+        let mut lin = layer(true, &LoraConfig { r: 2, ..Default::default() });
+        let w0 = lin.weight.data.clone();
+        lin.add_lora(
+            &LoraConfig { r: 3, init: Some(crate::lora::Init::Olora), ..Default::default() },
+            &mut rand::rngs::StdRng::seed_from_u64(0),
+        )
+        .unwrap();
+        assert!(crate::ops::testing::max_abs_diff(&lin.weight.data, &w0) > 0.1, "OLoRA made a residual");
+        lin.merge();
+        lin.remove_lora();
+        assert!(lin.lora.is_none() && crate::ops::testing::max_abs_diff(&lin.weight.data, &w0) < 1e-5);
+    }
 }
