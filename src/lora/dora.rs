@@ -16,7 +16,8 @@
 //! norm in the graph; this is PEFT's version, the one adapters travel with.
 //!
 //! Dimensions: N rows, I in, O out, r rank. The per-call cache (the caller's LoRA cache vector)
-//! is laid out [h: N·r][z: N·O][n: O][W₀·A: O·r][AᵀA: r·r], where z = the branch output before g.
+//! is laid out [h: N·r][z: N·O][n: O][g: O][W₀·A: O·r][AᵀA: r·r], where z = the branch output
+//! before g. Nothing is allocated per call once the caller's buffers have grown.
 
 use super::layer::{grow, LoraLayer, LoraScratch};
 use crate::ops::dropout::Dropout;
@@ -24,6 +25,50 @@ use crate::ops::gemm::{matmul, MatMut, MatRef, Threads};
 use crate::ops::linear::{linear_backward, linear_forward};
 use crate::param::Param;
 use rayon::prelude::*;
+
+/// Vectorised row kernels (AVX2 / AVX-512 chosen at run time, as the other element-wise kernels).
+mod rows {
+    use multiversion::multiversion;
+
+    /// Σ v² in f64, with eight independent accumulators (so it vectorises).
+    #[multiversion(targets("x86_64+avx2+fma", "x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma"))]
+    pub fn sum_squares(v: &[f32]) -> f64 {
+        let mut acc = [0.0f64; 8];
+        let chunks = v.chunks_exact(8);
+        let tail: f64 = chunks.remainder().iter().map(|x| *x as f64 * *x as f64).sum();
+        for c in chunks {
+            acc.iter_mut().zip(c).for_each(|(a, x)| *a += *x as f64 * *x as f64);
+        }
+        acc.iter().sum::<f64>() + tail
+    }
+
+    /// y = g ⊙ z + b, one row.
+    #[multiversion(targets("x86_64+avx2+fma", "x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma"))]
+    pub fn scale_bias(y: &mut [f32], z: &[f32], g: &[f32], b: Option<&[f32]>) {
+        match b {
+            Some(b) => y.iter_mut().zip(z.iter().zip(g.iter().zip(b))).for_each(|(y, (z, (g, b)))| *y = g * z + b),
+            None => y.iter_mut().zip(z.iter().zip(g)).for_each(|(y, (z, g))| *y = g * z),
+        }
+    }
+
+    /// y += g ⊙ z, one row.
+    #[multiversion(targets("x86_64+avx2+fma", "x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma"))]
+    pub fn add_scaled(y: &mut [f32], z: &[f32], g: &[f32]) {
+        y.iter_mut().zip(z.iter().zip(g)).for_each(|(y, (z, g))| *y += g * z);
+    }
+
+    /// d = (g − c) ⊙ dy, one row.
+    #[multiversion(targets("x86_64+avx2+fma", "x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma"))]
+    pub fn scale_grad(d: &mut [f32], dy: &[f32], g: &[f32], c: f32) {
+        d.iter_mut().zip(dy.iter().zip(g)).for_each(|(d, (dy, g))| *d = (g - c) * dy);
+    }
+
+    /// acc += dy ⊙ z in f64, one row segment.
+    #[multiversion(targets("x86_64+avx2+fma", "x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma"))]
+    pub fn dot_cols(acc: &mut [f64], dy: &[f32], z: &[f32]) {
+        acc.iter_mut().zip(dy.iter().zip(z)).for_each(|(a, (d, z))| *a += *d as f64 * *z as f64);
+    }
+}
 
 /// DoRA's trainable magnitude.
 #[derive(Clone, Debug)]
@@ -47,7 +92,7 @@ impl Dora {
 
 /// Length of the forward cache of a DoRA layer for `n` rows.
 pub fn cache_len(n: usize, r: usize, o: usize) -> usize {
-    n * r + n * o + o + o * r + r * r
+    n * r + n * o + 2 * o + o * r + r * r
 }
 
 /// The row norms ‖W₀ + ΔW‖ [O] (allocating; for initialisation and merging).
@@ -66,7 +111,7 @@ pub fn row_norms(n: &mut [f32], wa: &mut [f32], gram: &mut [f32], w: &[f32], lor
     matmul(MatMut::new(&mut gram[..r * r], r, r), a.t(), a, 1.0, 0.0, Threads::Pool);
     let (s, b, wa, gram) = (lora.scale as f64, &lora.b.data, &wa[..o * r], &gram[..r * r]);
     n[..o].par_iter_mut().zip(w[..o * i].par_chunks_exact(i)).enumerate().for_each(|(j, (nj, row))| {
-        let ww: f64 = row.iter().map(|v| *v as f64 * *v as f64).sum();
+        let ww = rows::sum_squares(row);
         let cross: f64 = (0..r).map(|t| wa[j * r + t] as f64 * b[t * o + j] as f64).sum();
         let mut quad = 0.0f64;
         for t in 0..r {
@@ -96,10 +141,11 @@ pub fn forward(
     let (h, rest) = cache.split_at_mut(n * r);
     let (z, rest) = rest.split_at_mut(n * o);
     let (norm, rest) = rest.split_at_mut(o);
+    let (g, rest) = rest.split_at_mut(o);
     let (wa, gram) = rest.split_at_mut(o * r);
     row_norms(norm, wa, gram, w, lora);
-    let g: &[f32] = norm;
-    let m = &dora.magnitude.data;
+    g.iter_mut().zip(dora.magnitude.data.iter().zip(norm.iter())).for_each(|(g, (m, nj))| *g = m / nj);
+    let g: &[f32] = g;
     let y = &mut y[..n * o];
     if drop.active() {
         grow(x_drop, n * i);
@@ -110,19 +156,11 @@ pub fn forward(
         linear_forward(z, xd, w, None, n, i, o);
         y.par_chunks_exact_mut(o).zip(z.par_chunks_exact(o)).for_each(|(yr, zr)| yr.iter_mut().zip(zr).for_each(|(v, u)| *v -= u));
         lora.forward(z, h, xd, &mut [], n, Dropout::OFF);
-        y.par_chunks_exact_mut(o).zip(z.par_chunks_exact(o)).for_each(|(yr, zr)| {
-            for j in 0..o {
-                yr[j] += m[j] / g[j] * zr[j];
-            }
-        });
+        y.par_chunks_exact_mut(o).zip(z.par_chunks_exact(o)).for_each(|(yr, zr)| rows::add_scaled(yr, zr, g));
     } else {
         linear_forward(z, x, w, None, n, i, o);
         lora.forward(z, h, x, &mut [], n, Dropout::OFF);
-        y.par_chunks_exact_mut(o).zip(z.par_chunks_exact(o)).for_each(|(yr, zr)| {
-            for j in 0..o {
-                yr[j] = m[j] / g[j] * zr[j] + bias.map_or(0.0, |b| b[j]);
-            }
-        });
+        y.par_chunks_exact_mut(o).zip(z.par_chunks_exact(o)).for_each(|(yr, zr)| rows::scale_bias(yr, zr, g, bias));
     }
 }
 
@@ -147,26 +185,21 @@ pub fn backward(
     let h = &cache[..n * r];
     let z = &cache[n * r..n * r + n * o];
     let norm = &cache[n * r + n * o..n * r + n * o + o];
+    let g = &cache[n * r + n * o + o..n * r + n * o + 2 * o];
     let dora = lora.dora.as_mut().expect("a DoRA layer");
     if let Some(gm) = dora.magnitude.grad.as_deref_mut() {
-        // dm_j = Σ_rows dy·z / n_j (n detached).
-        let sums = dy.par_chunks_exact(o).zip(z.par_chunks_exact(o)).fold(
-            || vec![0.0f64; o],
-            |mut acc, (dr, zr)| {
-                acc.iter_mut().zip(dr.iter().zip(zr)).for_each(|(a, (d, zv))| *a += *d as f64 * *zv as f64);
-                acc
-            },
-        );
-        let total = sums.reduce(
-            || vec![0.0f64; o],
-            |mut a, b| {
-                a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
-                a
-            },
-        );
-        gm.iter_mut().zip(total.iter().zip(norm)).for_each(|(g, (s, nj))| *g += (*s / *nj as f64) as f32);
+        // dm_j = Σ_rows dy·z / n_j (n detached), by blocks of columns (contiguous row segments).
+        const W: usize = 64;
+        gm.par_chunks_mut(W).zip(norm.par_chunks(W)).enumerate().for_each(|(blk, (gmb, nb))| {
+            let j0 = blk * W;
+            let mut acc = [0.0f64; W];
+            let w = gmb.len();
+            for row in 0..n {
+                rows::dot_cols(&mut acc[..w], &dy[row * o + j0..row * o + j0 + w], &z[row * o + j0..row * o + j0 + w]);
+            }
+            gmb.iter_mut().zip(acc.iter().zip(nb)).for_each(|(gv, (a, nj))| *gv += (*a / *nj as f64) as f32);
+        });
     }
-    let g: Vec<f32> = dora.magnitude.data.iter().zip(norm).map(|(m, nj)| m / nj).collect();
     scratch.ensure(n, i, r);
     grow(&mut scratch.dz, n * o);
     let LoraScratch { dh, x: xs, dz, t } = scratch;
@@ -187,11 +220,7 @@ pub fn backward(
             accumulate_dx,
         );
         // The dropped-out base branch (g − 1) ⊙ (x_d·W₀ᵀ): e = (g − 1) ⊙ dy.
-        dz.par_chunks_exact_mut(o).zip(dy.par_chunks_exact(o)).for_each(|(er, dr)| {
-            for j in 0..o {
-                er[j] = (g[j] - 1.0) * dr[j];
-            }
-        });
+        dz.par_chunks_exact_mut(o).zip(dy.par_chunks_exact(o)).for_each(|(er, dr)| rows::scale_grad(er, dr, g, 1.0));
         if dx.is_some() || weight.grad.is_some() {
             grow(t, n * i);
             let xd = &mut xs[..n * i];
@@ -209,11 +238,7 @@ pub fn backward(
         dz.iter_mut().zip(dy).for_each(|(e, d)| *e += d);
         lora.backward(dx, dz, x, h, dh, xs, n, drop);
     } else {
-        dz.par_chunks_exact_mut(o).zip(dy.par_chunks_exact(o)).for_each(|(zr, dr)| {
-            for j in 0..o {
-                zr[j] = g[j] * dr[j];
-            }
-        });
+        dz.par_chunks_exact_mut(o).zip(dy.par_chunks_exact(o)).for_each(|(zr, dr)| rows::scale_grad(zr, dr, g, 0.0));
         linear_backward(dx.as_deref_mut(), weight.grad.as_deref_mut(), None, dz, x, &weight.data, n, i, o, accumulate_dx);
         if let Some(gb) = bias.and_then(|b| b.grad.as_deref_mut()) {
             for row in dy.chunks_exact(o) {
