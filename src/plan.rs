@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::lora::{targets::name_matches, LoraConfig, LoraPatterns, SeedFlags, TargetModules};
-use crate::model::Model;
+use crate::model::{HeadKind, Model};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
@@ -79,11 +79,7 @@ impl TrainPlan {
         let mut injected = Vec::new();
         match self.mode {
             TrainMode::Full => model.base_params_mut().into_iter().for_each(|p| p.set_trainable(true)),
-            TrainMode::LastLayers => {
-                for lin in model.head_linears_mut() {
-                    lin.set_base_trainable(true);
-                }
-            }
+            TrainMode::LastLayers => model.set_last_layers_trainable(),
             TrainMode::Lora => {
                 self.lora.validate()?;
                 self.patterns.validate()?;
@@ -108,6 +104,11 @@ impl TrainPlan {
                         lin.add_lora(&LoraConfig { r, alpha, ..self.lora }, &mut rng)?;
                         injected.push(lin.path.clone());
                     }
+                }
+                // A decoder's classification head is new: it trains in full beside LoRA, as PEFT's
+                // SEQ_CLS task adds `score` to modules_to_save by itself.
+                if model.head_kind() == HeadKind::Score {
+                    model.head_linears_mut().into_iter().filter(|l| l.lora.is_none()).for_each(|l| l.set_base_trainable(true));
                 }
             }
         }

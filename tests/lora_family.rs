@@ -10,6 +10,7 @@ use lowrank::data::batch::Batch;
 use lowrank::data::LabelMap;
 use lowrank::lora::pattern::ordered;
 use lowrank::lora::{Init, LoraConfig, LoraLayer, LoraPatterns, Scaling, TargetModules};
+use lowrank::model::precision::Precision;
 use lowrank::model::{Activations, HeadKind, LoadOptions, Model, Pass};
 use lowrank::ops::loss::cross_entropy;
 use lowrank::optim::{Adam, OptimizerConfig};
@@ -57,6 +58,8 @@ struct PeftSettings {
 struct Meta {
     base: String,
     head: String,
+    #[serde(default)]
+    num_labels: Option<usize>,
     peft_config: PeftSettings,
     modules: Vec<String>,
     scales: std::collections::BTreeMap<String, f32>,
@@ -115,7 +118,11 @@ fn batch_of(file: &TensorFile, with_types: bool) -> (Batch, Vec<usize>) {
 }
 
 fn base(name: &str, head: Option<HeadKind>) -> Model {
-    Model::from_pretrained(&fixtures().join("golden").join(name), &LoadOptions { head, ..Default::default() }).unwrap().0
+    base_with_labels(name, head, None)
+}
+
+fn base_with_labels(name: &str, head: Option<HeadKind>, num_labels: Option<usize>) -> Model {
+    Model::from_pretrained(&fixtures().join("golden").join(name), &LoadOptions { head, num_labels, ..Default::default() }).unwrap().0
 }
 
 fn logits(model: &Model, batch: &Batch) -> Vec<f32> {
@@ -153,7 +160,13 @@ fn golden(case: &str) {
     let meta: Meta = serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{case}.json"))).unwrap()).unwrap();
     let file = TensorFile::read(&dir.join(format!("{case}.safetensors"))).unwrap();
     let head: HeadKind = meta.head.parse().unwrap();
-    let mut model = base(&meta.base, Some(head));
+    let mut model = base_with_labels(&meta.base, Some(head), meta.num_labels);
+    // A decoder's fresh score head, as PEFT's run had it.
+    for p in model.params_mut() {
+        if let Some(t) = file.tensors.get(&format!("param.{}", p.name)) {
+            p.data.copy_from_slice(&t.f32);
+        }
+    }
     let plan = plan_of(&meta.peft_config);
     let injected = plan.apply(&mut model).unwrap();
     assert_eq!(injected.iter().collect::<BTreeSet<_>>(), meta.modules.iter().collect::<BTreeSet<_>>(), "{case}: LoRA modules");
@@ -229,6 +242,13 @@ fn golden(case: &str) {
             }
         }
     }
+    // Base tensors that train beside the adapter (a decoder's score, PEFT's modules_to_save).
+    for p in model.base_params().into_iter().filter(|p| p.trainable()) {
+        let key = format!("grad.{}", p.name);
+        let want = file.tensors.get(&key).unwrap_or_else(|| panic!("{case}: {} trains but PEFT's did not", p.name));
+        assert_close(&format!("{case}: {key}"), p.grad.as_ref().unwrap(), &want.f32, 1e-4, 1e-7);
+        checked.insert(key);
+    }
     let trainable: BTreeSet<String> = model.params().iter().filter(|p| p.trainable()).map(|p| p.name.clone()).collect();
     let expected: BTreeSet<String> = file.tensors.keys().filter(|k| k.starts_with("grad.")).cloned().collect();
     assert_eq!(checked, expected, "{case}: gradients checked");
@@ -287,6 +307,68 @@ golden! {
     lora_bias_distilbert => "distilbert-lora-bias",
     gaussian_init_and_layers_to_transform_bert => "bert-gaussian-layers",
     loraplus_steps_with_dora_distilbert => "distilbert-dora-loraplus",
+    dora_on_llama_q_v_down => "llama-dora-qv-down",
+    pissa_dora_with_patterns_on_llama => "llama-pissa-dora-patterns",
+}
+
+/// Logits and every trainable gradient of one forward / backward at `precision`.
+fn logits_and_grads(model: &mut Model, batch: &Batch, labels: &[usize], precision: Precision) -> (Vec<f32>, Vec<(String, Vec<f32>)>) {
+    model.set_precision(precision, true);
+    let mut acts = Activations::default();
+    let out = model.forward(batch, &mut acts, Pass::Eval).to_vec();
+    let mut dlogits = vec![0.0; out.len()];
+    cross_entropy(&mut dlogits, &out, labels, model.num_labels());
+    model.dlogits_mut(&mut acts).copy_from_slice(&dlogits);
+    model.zero_grad();
+    model.backward(batch, &mut acts, Pass::Eval);
+    let grads = model.params().iter().filter(|p| p.trainable()).map(|p| (p.name.clone(), p.grad.clone().unwrap())).collect();
+    (out, grads)
+}
+
+/// DoRA with bf16 products (the base products x·W₀ᵀ and the input gradient through W₀ in bf16;
+/// norms, g and the branch in f32) on an encoder and a decoder: it runs, really differs from
+/// fp32, and stays within bf16's rounding of it — logits and every gradient, the magnitude's
+/// included — and merging in bf16 (weights repacked) keeps the outputs.
+#[test]
+fn dora_in_bf16_is_close_to_fp32() {
+    for case in ["distilbert-dora", "llama-dora-qv-down"] {
+        let dir = fixtures().join("lora-family/golden");
+        let meta: Meta = serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{case}.json"))).unwrap()).unwrap();
+        let file = TensorFile::read(&dir.join(format!("{case}.safetensors"))).unwrap();
+        let head: HeadKind = meta.head.parse().unwrap();
+        let mut model = base_with_labels(&meta.base, Some(head), meta.num_labels);
+        for p in model.params_mut() {
+            if let Some(t) = file.tensors.get(&format!("param.{}", p.name)) {
+                p.data.copy_from_slice(&t.f32);
+            }
+        }
+        plan_of(&meta.peft_config).apply(&mut model).unwrap();
+        for lin in model.linears_mut() {
+            let path = lin.path.clone();
+            let Some(l) = lin.lora.as_mut() else { continue };
+            for s in PARTS {
+                if let Some(t) = file.tensors.get(&format!("lora.{path}.{s}")) {
+                    part(l, s).data.copy_from_slice(&t.f32);
+                }
+            }
+        }
+        let (batch, labels) = batch_of(&file, head == HeadKind::Bert);
+        let (l32, g32) = logits_and_grads(&mut model, &batch, &labels, Precision::Fp32);
+        assert_close(&format!("{case}: fp32 logits"), &l32, &file.tensors["logits"].f32, 0.0, 1e-5);
+        let (l16, g16) = logits_and_grads(&mut model, &batch, &labels, Precision::Bf16);
+        let moved = l16.iter().zip(&l32).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(moved > 0.0, "{case}: bf16 gave the fp32 logits exactly (did it run?)");
+        assert_close(&format!("{case}: bf16 logits"), &l16, &l32, 2e-2, 1e-4);
+        assert_eq!(g16.len(), g32.len());
+        assert!(g32.iter().any(|(n, _)| n.ends_with("lora_magnitude_vector")), "{case}: a magnitude trains");
+        for ((name, a), (_, b)) in g16.iter().zip(&g32) {
+            assert_close(&format!("{case}: bf16 gradient of {name}"), a, b, 5e-2, 1e-6);
+        }
+        model.merge_lora().unwrap();
+        let merged = logits(&model, &batch);
+        assert_close(&format!("{case}: bf16 merged vs unmerged"), &merged, &l16, 2e-2, 1e-4);
+        model.unmerge_lora();
+    }
 }
 
 /// Adapters written by PEFT give PEFT's logits; lowrank's re-save of them reloads exactly (PiSSA

@@ -58,6 +58,7 @@ from peft.tuners.lora import LoraLayer
 from transformers import AutoModelForSequenceClassification, BertForSequenceClassification, DistilBertForSequenceClassification
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import make_decoder_golden  # noqa: E402  (the decoder batch and the tiny Llama)
 import make_golden  # noqa: E402  (the golden batch and models)
 
 GOLDEN = Path("tests/fixtures/golden")
@@ -161,18 +162,44 @@ GOLDEN_CASES = {
     "distilbert-dora-loraplus": dict(
         base="tiny-distilbert", seed=18, config=dict(r=4, lora_alpha=8, target_modules=["q_lin", "v_lin"], use_dora=True), loraplus=dict(lr=1e-2, ratio=8.0, steps=3)
     ),
+    # Decoders: the tiny Llama of make_decoder_golden.py (GQA, no biases) with its batch and a fresh
+    # 3-class score head; task_type SEQ_CLS, so score trains in full beside the adapter (grad.score.weight).
+    "llama-dora-qv-down": dict(base="tiny-llama", seed=19, config=dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], use_dora=True)),
+    "llama-pissa-dora-patterns": dict(
+        base="tiny-llama",
+        seed=20,
+        config=dict(
+            r=4,
+            lora_alpha=8,
+            target_modules=["q_proj", "k_proj", "o_proj", "up_proj"],
+            init_lora_weights="pissa",
+            use_dora=True,
+            rank_pattern={"k_proj": 2},
+            alpha_pattern={r"layers\.1\..*": 4},
+        ),
+    ),
 }
+DECODER_BASES = {"tiny-llama": "llama"}
 
 
 def golden_case(name: str, spec: dict, inputs) -> dict:
-    base = load_tiny(spec["base"])
+    decoder = spec["base"] in DECODER_BASES
+    if decoder:
+        base = make_decoder_golden.load(DECODER_BASES[spec["base"]], "cls", score_seed=spec["seed"] + 2)
+        inputs = make_decoder_golden.make_inputs()
+        score = c(base.score.weight)
+    else:
+        base = load_tiny(spec["base"])
     use_tt = spec["base"] == "tiny-bert"
-    labels = B_LABELS if use_tt else D_LABELS
+    labels = torch.tensor(make_decoder_golden.CLS_LABELS) if decoder else B_LABELS if use_tt else D_LABELS
     before = {k: v.clone() for k, v in base.state_dict().items()}
     torch.manual_seed(spec["seed"])
-    pm = get_peft_model(base, LoraConfig(lora_dropout=0.0, bias="none", task_type=None, **spec["config"]))
+    task_type = "SEQ_CLS" if decoder else None
+    pm = get_peft_model(base, LoraConfig(lora_dropout=0.0, bias="none", task_type=task_type, **spec["config"]))
     layers = lora_layers(pm)
     tensors = module_tensors(layers, "init")
+    if decoder:
+        tensors["param.score.weight"] = score
     # The base weight after the init (PiSSA / OLoRA turn it into the residual).
     init = spec["config"].get("init_lora_weights", True)
     for path, m in layers.items():
@@ -190,7 +217,8 @@ def golden_case(name: str, spec: dict, inputs) -> dict:
     tensors.update(module_tensors(layers, "lora"))
     meta = {
         "base": spec["base"],
-        "head": "bert" if use_tt else "distilbert",
+        "head": "score" if decoder else "bert" if use_tt else "distilbert",
+        "num_labels": make_decoder_golden.NUM_LABELS if decoder else 2,
         "peft_config": spec["config"],
         "modules": sorted(layers),
         "scales": {p: m.scaling["default"] for p, m in sorted(layers.items())},
@@ -216,6 +244,10 @@ def golden_case(name: str, spec: dict, inputs) -> dict:
         loss.backward()
         tensors["logits"], tensors["loss"] = c(logits), c(loss.reshape(1))
         tensors.update(module_tensors(layers, "grad", grads=True))
+    if decoder:
+        # modules_to_save's trainable copy of score.
+        (w,) = [p_ for n_, p_ in pm.named_parameters() if p_.requires_grad and "score" in n_]
+        tensors["grad.score.weight"] = c(w.grad)
     with torch.no_grad():
         for m in layers.values():
             m.merge(safe_merge=True)
@@ -417,14 +449,16 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--part", choices=["a", "b", "ab"], default="ab")
     ap.add_argument("--binary", type=Path, default=Path("target/release/lowrank"))
+    ap.add_argument("--golden", nargs="*", help="part A: only these golden cases (and no PEFT-written adapters)")
     args = ap.parse_args()
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}")
     inputs = make_golden.make_inputs()
     report = {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__, "machine": platform.processor() or platform.machine()}
     if "a" in args.part:
         print("Part A: golden cases and PEFT-written adapters")
-        report["golden"] = [golden_case(n, s, inputs) for n, s in GOLDEN_CASES.items()]
-        report["peft_to_lowrank"] = [peft_case(n, s, inputs) for n, s in PEFT_CASES.items()]
+        report["golden"] = [golden_case(n, s, inputs) for n, s in GOLDEN_CASES.items() if not args.golden or n in args.golden]
+        if not args.golden:
+            report["peft_to_lowrank"] = [peft_case(n, s, inputs) for n, s in PEFT_CASES.items()]
     if "b" in args.part:
         print("Part B: lowrank -> PEFT / transformers")
         report["lowrank_to_peft"] = part_b(args.binary, inputs)

@@ -172,7 +172,11 @@ pub fn save_adapter(model: &Model, dir: &Path, info: &AdapterInfo<'_>) -> Result
         "layers_to_transform": null,
         "layers_pattern": null,
         "inference_mode": true,
-        "task_type": null,
+        "task_type": match model.head_kind() {
+            crate::model::HeadKind::Score => json!("SEQ_CLS"),
+            crate::model::HeadKind::Lm => json!("CAUSAL_LM"),
+            _ => serde_json::Value::Null,
+        },
     });
     // lowrank's own record lives beside the adapter (PEFT warns about unknown config keys). A
     // converted adapter has twice the rank: alpha follows so that the scale stays.

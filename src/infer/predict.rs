@@ -73,7 +73,7 @@ impl AdapterSwitch {
 
     /// The base model's own class names (config.json's id2label), if it has them.
     pub fn base_labels(&self) -> Vec<String> {
-        self.model.config().id2label.as_ref().map(|m| m.values().cloned().collect()).unwrap_or_default()
+        self.model.id2label().map(|m| m.values().cloned().collect()).unwrap_or_default()
     }
 
     /// Applies the adapter in `dir` (after removing any previous one); returns its class names

@@ -22,7 +22,7 @@
 use super::layer::{grow, LoraLayer, LoraScratch};
 use crate::ops::dropout::Dropout;
 use crate::ops::gemm::{matmul, MatMut, MatRef, Threads};
-use crate::ops::linear::{linear_backward, linear_forward};
+use crate::ops::linear::{linear_backward_with, linear_forward_with, Arith};
 use crate::param::Param;
 use rayon::prelude::*;
 
@@ -122,6 +122,35 @@ pub fn row_norms(n: &mut [f32], wa: &mut [f32], gram: &mut [f32], w: &[f32], lor
     });
 }
 
+/// The base layer a DoRA update sits on: W₀ [O, I], its bias [O], and the arithmetic of its
+/// products (the layer's precision: in bf16 both base products x·W₀ᵀ round to bf16; the norms,
+/// g and the LoRA branch stay f32).
+#[derive(Clone, Copy)]
+pub struct Base<'a> {
+    /// W₀ [O, I].
+    pub w: &'a [f32],
+    /// The bias [O], when the layer has one.
+    pub bias: Option<&'a [f32]>,
+    /// How the products with W₀ are computed.
+    pub arith: Arith<'a>,
+}
+
+/// What [`backward`] reads and writes besides the parameters.
+pub struct Grads<'a> {
+    /// The input gradient [N, I], when wanted: written, or added to with `accumulate_dx`.
+    pub dx: Option<&'a mut [f32]>,
+    /// Whether `dx` is added to rather than overwritten.
+    pub accumulate_dx: bool,
+    /// The output gradient [N, O].
+    pub dy: &'a [f32],
+    /// The forward input [N, I].
+    pub x: &'a [f32],
+    /// The cache [`forward`] filled.
+    pub cache: &'a [f32],
+    /// The arithmetic of the products with W₀ (as in the forward).
+    pub arith: Arith<'a>,
+}
+
 /// Forward of a DoRA linear into `y` [N,O] (see the module doc), filling `cache`.
 #[allow(clippy::too_many_arguments)]
 pub fn forward(
@@ -129,12 +158,12 @@ pub fn forward(
     cache: &mut Vec<f32>,
     x: &[f32],
     x_drop: &mut Vec<f32>,
-    w: &[f32],
-    bias: Option<&[f32]>,
+    base: Base<'_>,
     lora: &LoraLayer,
     n: usize,
     drop: Dropout,
 ) {
+    let Base { w, bias, arith } = base;
     let dora = lora.dora.as_ref().expect("a DoRA layer");
     let (i, r, o) = (lora.a.shape[0], lora.rank(), lora.b.shape[1]);
     grow(cache, cache_len(n, r, o));
@@ -152,13 +181,13 @@ pub fn forward(
         let xd = &mut x_drop[..n * i];
         xd.copy_from_slice(&x[..n * i]);
         drop.apply(xd, 0);
-        linear_forward(y, x, w, bias, n, i, o);
-        linear_forward(z, xd, w, None, n, i, o);
+        linear_forward_with(y, x, w, bias, n, i, o, arith);
+        linear_forward_with(z, xd, w, None, n, i, o, arith);
         y.par_chunks_exact_mut(o).zip(z.par_chunks_exact(o)).for_each(|(yr, zr)| yr.iter_mut().zip(zr).for_each(|(v, u)| *v -= u));
         lora.forward(z, h, xd, &mut [], n, Dropout::OFF);
         y.par_chunks_exact_mut(o).zip(z.par_chunks_exact(o)).for_each(|(yr, zr)| rows::add_scaled(yr, zr, g));
     } else {
-        linear_forward(z, x, w, None, n, i, o);
+        linear_forward_with(z, x, w, None, n, i, o, arith);
         lora.forward(z, h, x, &mut [], n, Dropout::OFF);
         y.par_chunks_exact_mut(o).zip(z.par_chunks_exact(o)).for_each(|(yr, zr)| rows::scale_bias(yr, zr, g, bias));
     }
@@ -166,13 +195,8 @@ pub fn forward(
 
 /// Backward of [`forward`]: writes (or, with `accumulate_dx`, adds) the input gradient into
 /// `dx` when given, and accumulates the gradients of m, A, B and of W and b when they train.
-#[allow(clippy::too_many_arguments)]
 pub fn backward(
-    dx: Option<&mut [f32]>,
-    accumulate_dx: bool,
-    dy: &[f32],
-    x: &[f32],
-    cache: &[f32],
+    grads: Grads<'_>,
     scratch: &mut LoraScratch,
     weight: &mut Param,
     bias: Option<&mut Param>,
@@ -180,6 +204,7 @@ pub fn backward(
     n: usize,
     drop: Dropout,
 ) {
+    let Grads { dx, accumulate_dx, dy, x, cache, arith } = grads;
     let (i, r, o) = (lora.a.shape[0], lora.rank(), lora.b.shape[1]);
     let dy = &dy[..n * o];
     let h = &cache[..n * r];
@@ -207,7 +232,7 @@ pub fn backward(
     let mut dx = dx;
     if drop.active() {
         // Direct path x·W₀ᵀ + b.
-        linear_backward(
+        linear_backward_with(
             dx.as_deref_mut(),
             weight.grad.as_deref_mut(),
             bias.and_then(|b| b.grad.as_deref_mut()),
@@ -218,6 +243,7 @@ pub fn backward(
             i,
             o,
             accumulate_dx,
+            arith,
         );
         // The dropped-out base branch (g − 1) ⊙ (x_d·W₀ᵀ): e = (g − 1) ⊙ dy.
         dz.par_chunks_exact_mut(o).zip(dy.par_chunks_exact(o)).for_each(|(er, dr)| rows::scale_grad(er, dr, g, 1.0));
@@ -227,7 +253,19 @@ pub fn backward(
             xd.copy_from_slice(&x[..n * i]);
             drop.apply(xd, 0);
             let want_dx = dx.is_some();
-            linear_backward(want_dx.then_some(&mut t[..n * i]), weight.grad.as_deref_mut(), None, dz, xd, &weight.data, n, i, o, false);
+            linear_backward_with(
+                want_dx.then_some(&mut t[..n * i]),
+                weight.grad.as_deref_mut(),
+                None,
+                dz,
+                xd,
+                &weight.data,
+                n,
+                i,
+                o,
+                false,
+                arith,
+            );
             if let Some(dx) = dx.as_deref_mut() {
                 let t = &mut t[..n * i];
                 drop.apply(t, 0);
@@ -239,7 +277,7 @@ pub fn backward(
         lora.backward(dx, dz, x, h, dh, xs, n, drop);
     } else {
         dz.par_chunks_exact_mut(o).zip(dy.par_chunks_exact(o)).for_each(|(zr, dr)| rows::scale_grad(zr, dr, g, 0.0));
-        linear_backward(dx.as_deref_mut(), weight.grad.as_deref_mut(), None, dz, x, &weight.data, n, i, o, accumulate_dx);
+        linear_backward_with(dx.as_deref_mut(), weight.grad.as_deref_mut(), None, dz, x, &weight.data, n, i, o, accumulate_dx, arith);
         if let Some(gb) = bias.and_then(|b| b.grad.as_deref_mut()) {
             for row in dy.chunks_exact(o) {
                 gb.iter_mut().zip(row).for_each(|(g, d)| *g += d);

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::lora::LoraConfig;
+use crate::ops::linear::linear_forward;
 use crate::ops::testing::random_vec;
 use rand::SeedableRng;
 
@@ -40,6 +41,11 @@ struct Ref {
     m: Vec<f64>,
     scale: f64,
     mask: Option<Vec<f64>>,
+}
+
+/// An f32 base layer.
+fn fp32<'a>(w: &'a [f32], bias: Option<&'a [f32]>) -> Base<'a> {
+    Base { w, bias, arith: Arith::Fp32 }
 }
 
 fn to64(v: &[f32]) -> Vec<f64> {
@@ -125,10 +131,11 @@ fn run(c: &Case, x: &[f32], drop: Dropout, probe: &[f32], train_w: bool) -> (Vec
     bias.set_trainable(train_w);
     let mut lora = c.lora.clone();
     let (mut y, mut cache, mut xd) = (vec![0.0; N * O], Vec::new(), Vec::new());
-    forward(&mut y, &mut cache, x, &mut xd, &weight.data, Some(&bias.data), &lora, N, drop);
+    forward(&mut y, &mut cache, x, &mut xd, fp32(&weight.data, Some(&bias.data)), &lora, N, drop);
     let mut dx = vec![7.0; N * I];
     let mut scratch = LoraScratch::default();
-    backward(Some(&mut dx), false, probe, x, &cache, &mut scratch, &mut weight, Some(&mut bias), &mut lora, N, drop);
+    let grads = Grads { dx: Some(&mut dx), accumulate_dx: false, dy: probe, x, cache: &cache, arith: Arith::Fp32 };
+    backward(grads, &mut scratch, &mut weight, Some(&mut bias), &mut lora, N, drop);
     let grads = Case { w: weight.grad.unwrap_or_default(), b: bias.grad.unwrap_or_default(), lora };
     (y, dx, grads)
 }
@@ -187,7 +194,7 @@ fn magnitude_starts_at_the_row_norms_so_dora_starts_at_lora() {
     c.lora.dora = Some(dora);
     let x = random_vec(N * I, 9);
     let (mut y, mut cache, mut xd) = (vec![0.0; N * O], Vec::new(), Vec::new());
-    forward(&mut y, &mut cache, &x, &mut xd, &c.w, Some(&c.b), &c.lora, N, Dropout::OFF);
+    forward(&mut y, &mut cache, &x, &mut xd, fp32(&c.w, Some(&c.b)), &c.lora, N, Dropout::OFF);
     let mut want = vec![0.0; N * O];
     linear_forward(&mut want, &x, &c.w, Some(&c.b), N, I, O);
     let mut plain = c.lora.clone();
@@ -201,7 +208,7 @@ fn merged_weight_gives_the_same_outputs_and_unmerges_back() {
     let c = case();
     let x = random_vec(N * I, 8);
     let (mut y, mut cache, mut xd) = (vec![0.0; N * O], Vec::new(), Vec::new());
-    forward(&mut y, &mut cache, &x, &mut xd, &c.w, Some(&c.b), &c.lora, N, Dropout::OFF);
+    forward(&mut y, &mut cache, &x, &mut xd, fp32(&c.w, Some(&c.b)), &c.lora, N, Dropout::OFF);
     let (merged, n) = merged_weight(&c.w, &c.lora);
     let mut ym = vec![0.0; N * O];
     linear_forward(&mut ym, &x, &merged, Some(&c.b), N, I, O);
@@ -266,7 +273,7 @@ fn wide_layer_matches_direct_sums() {
     let z: Vec<f64> = (0..n * o).map(|rj| (0..i).map(|k| x[rj / o * i + k] as f64 * wp[rj % o * i + k]).sum()).collect();
 
     let (mut y, mut cache, mut xd) = (vec![0.0; n * o], Vec::new(), Vec::new());
-    forward(&mut y, &mut cache, &x, &mut xd, &w, Some(&bias), &lora, n, Dropout::OFF);
+    forward(&mut y, &mut cache, &x, &mut xd, fp32(&w, Some(&bias)), &lora, n, Dropout::OFF);
     for (rj, got) in y.iter().enumerate() {
         let want = g[rj % o] * z[rj] + bias[rj % o] as f64;
         assert!((*got as f64 - want).abs() < 1e-4 * want.abs().max(1.0), "y[{rj}]: {got} vs {want}");
@@ -274,7 +281,8 @@ fn wide_layer_matches_direct_sums() {
     let mut weight = Param::zeros("m.weight", &[o, i]);
     weight.data = w.clone();
     let mut dx = vec![0.0; n * i];
-    backward(Some(&mut dx), false, &dy, &x, &cache, &mut LoraScratch::default(), &mut weight, None, &mut lora, n, Dropout::OFF);
+    let grads = Grads { dx: Some(&mut dx), accumulate_dx: false, dy: &dy, x: &x, cache: &cache, arith: Arith::Fp32 };
+    backward(grads, &mut LoraScratch::default(), &mut weight, None, &mut lora, n, Dropout::OFF);
     let gm = lora.dora.as_ref().unwrap().magnitude.grad.as_ref().unwrap();
     for j in 0..o {
         let want = (0..n).map(|row| dy[row * o + j] as f64 * z[row * o + j]).sum::<f64>() / norm[j];
@@ -284,5 +292,32 @@ fn wide_layer_matches_direct_sums() {
         let (row, k) = (rk / i, rk % i);
         let want: f64 = (0..o).map(|j| g[j] * dy[row * o + j] as f64 * wp[j * i + k]).sum();
         assert!((*got as f64 - want).abs() < 1e-4 * want.abs().max(1.0), "dx[{rk}]: {got} vs {want}");
+    }
+}
+
+/// The base products in bf16 (the layer's arithmetic): the output and gradients move away from
+/// the f32 ones, but only by bf16's rounding.
+#[test]
+fn bf16_base_products_stay_close_to_f32() {
+    let c = case();
+    let x = random_vec(N * I, 21);
+    let probe = random_vec(N * O, 22);
+    let go = |arith: Arith<'_>| {
+        let mut weight = Param::zeros("m.weight", &[O, I]);
+        weight.data = c.w.clone();
+        let mut lora = c.lora.clone();
+        let (mut y, mut cache, mut xd) = (vec![0.0; N * O], Vec::new(), Vec::new());
+        forward(&mut y, &mut cache, &x, &mut xd, Base { w: &c.w, bias: Some(&c.b), arith }, &lora, N, Dropout::OFF);
+        let mut dx = vec![0.0; N * I];
+        let grads = Grads { dx: Some(&mut dx), accumulate_dx: false, dy: &probe, x: &x, cache: &cache, arith };
+        backward(grads, &mut LoraScratch::default(), &mut weight, None, &mut lora, N, Dropout::OFF);
+        (y, dx, lora.dora.unwrap().magnitude.grad.unwrap())
+    };
+    let (y32, dx32, dm32) = go(Arith::Fp32);
+    let (y16, dx16, dm16) = go(Arith::Bf16 { packed: None });
+    for (what, a, b) in [("y", &y16, &y32), ("dx", &dx16, &dx32), ("dm", &dm16, &dm32)] {
+        let d = crate::ops::testing::max_abs_diff(a, b);
+        let scale = b.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
+        assert!(d > 0.0 && d < 2e-2 * scale, "{what}: bf16 differs from f32 by {d} (scale {scale})");
     }
 }

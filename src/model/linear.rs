@@ -6,8 +6,10 @@ use crate::error::{Error, Result};
 pub use crate::lora::layer::{grow, LoraScratch};
 use crate::lora::{dora, init::initialise, Dora, LoraConfig, LoraLayer, Role};
 use crate::ops::dropout::Dropout;
-use crate::ops::linear::{linear_backward, linear_forward};
+use crate::ops::linear::{linear_backward_with, linear_forward_with, Arith};
+use crate::ops::precision::{PackedWeight, Precision};
 use crate::param::Param;
+use std::sync::Arc;
 
 /// A linear layer with an optional LoRA branch.
 #[derive(Clone, Debug)]
@@ -22,6 +24,10 @@ pub struct Linear {
     pub bias: Option<Param>,
     /// The LoRA update, when the layer is a target.
     pub lora: Option<LoraLayer>,
+    /// The arithmetic of the products with the weight.
+    pub precision: Precision,
+    /// The frozen weight packed as bf16 (bf16 precision only; used while it matches the weight).
+    pub packed: Option<Arc<PackedWeight>>,
 }
 
 impl Linear {
@@ -35,7 +41,7 @@ impl Linear {
     /// A frozen zero layer in → out named `path`, without a bias.
     pub fn without_bias(path: String, role: Role, in_dim: usize, out_dim: usize) -> Self {
         let weight = Param::zeros(format!("{path}.weight"), &[out_dim, in_dim]);
-        Linear { path, role, weight, bias: None, lora: None }
+        Linear { path, role, weight, bias: None, lora: None, precision: Precision::Fp32, packed: None }
     }
 
     /// The base parameters: weight, then bias.
@@ -128,10 +134,11 @@ impl Linear {
     pub fn forward(&self, y: &mut [f32], h: &mut Vec<f32>, x: &[f32], x_drop: &mut Vec<f32>, n: usize, drop: Dropout) {
         let (i, o) = (self.in_dim(), self.out_dim());
         let bias = self.bias.as_ref().map(|b| b.data.as_slice());
+        let arith = Arith::of(self.precision, self.packed.as_deref(), &self.weight.data);
         if let Some(lora) = self.lora.as_ref().filter(|l| l.dora.is_some() && !l.merged) {
-            return dora::forward(y, h, x, x_drop, &self.weight.data, bias, lora, n, drop);
+            return dora::forward(y, h, x, x_drop, dora::Base { w: &self.weight.data, bias, arith }, lora, n, drop);
         }
-        linear_forward(y, x, &self.weight.data, bias, n, i, o);
+        linear_forward_with(y, x, &self.weight.data, bias, n, i, o, arith);
         if let Some(lora) = &self.lora {
             grow(h, n * lora.rank());
             if drop.active() {
@@ -156,12 +163,21 @@ impl Linear {
         drop: Dropout,
     ) {
         let (i, o) = (self.in_dim(), self.out_dim());
+        let arith = Arith::of(self.precision, self.packed.as_deref(), &self.weight.data);
         let Linear { weight, bias, lora, .. } = self;
         if let Some(lora) = lora.as_mut().filter(|l| l.dora.is_some() && !l.merged) {
-            return dora::backward(dx, accumulate_dx, dy, x, h, scratch, weight, bias.as_mut(), lora, n, drop);
+            return dora::backward(
+                dora::Grads { dx, accumulate_dx, dy, x, cache: h, arith },
+                scratch,
+                weight,
+                bias.as_mut(),
+                lora,
+                n,
+                drop,
+            );
         }
         let mut dx = dx;
-        linear_backward(
+        linear_backward_with(
             dx.as_deref_mut(),
             weight.grad.as_deref_mut(),
             bias.as_mut().and_then(|b| b.grad.as_deref_mut()),
@@ -172,11 +188,21 @@ impl Linear {
             i,
             o,
             accumulate_dx,
+            arith,
         );
         if let Some(lora) = lora.as_mut().filter(|l| !l.merged) {
             scratch.ensure(n, i, lora.rank());
             lora.backward(dx, dy, x, h, &mut scratch.dh, &mut scratch.x, n, drop);
         }
+    }
+
+    /// Sets the arithmetic of the layer's products; in bf16 a frozen weight is packed once (with
+    /// its transpose for the input gradient when `backward`), a trainable one is packed on the fly
+    /// at every product. Call again after writing into a frozen weight.
+    pub fn set_precision(&mut self, precision: Precision, backward: bool) {
+        self.precision = precision;
+        self.packed = (precision == Precision::Bf16 && !self.weight.trainable())
+            .then(|| Arc::new(PackedWeight::new(&self.weight.data, self.out_dim(), self.in_dim(), backward)));
     }
 
     /// The weight and bias (None: unchanged) that merging would produce, and DoRA's norms.

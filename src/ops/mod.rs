@@ -4,12 +4,17 @@
 pub mod activation;
 pub mod add;
 pub mod attention;
+pub mod bf16;
 pub mod dropout;
 pub mod embedding;
 pub mod fastmath;
 pub mod gemm;
 pub mod layernorm;
 pub mod linear;
+pub mod lm_loss;
 pub mod loss;
+pub mod precision;
+pub mod rmsnorm;
+pub mod rope;
 #[cfg(test)]
 pub mod testing;

@@ -42,6 +42,7 @@ pub fn load_trained(run_dir: &Path) -> Result<Trained> {
     let tokenizer = Tokenizer::from_model_dir(&config.model, config.max_length)?;
     let mut model = build_model(&config, labels.len())?;
     checkpoint::load(&dir.best(), &mut model, None)?;
+    model.set_precision(config.precision.for_inference(), false);
     Ok(Trained { config, labels, tokenizer, model })
 }
 
