@@ -375,18 +375,26 @@ fn dora_in_bf16_is_close_to_fp32() {
 /// and OLoRA converted to plain LoRA of twice the rank), and merging changes nothing.
 #[test]
 fn adapters_written_by_peft_load_and_round_trip() {
-    let cases = ["distilbert-dora", "bert-pissa", "bert-pissa-converted", "distilbert-olora-dora", "bert-patterns-bias"];
+    let cases = ["distilbert-dora", "bert-pissa", "bert-pissa-converted", "distilbert-olora-dora", "bert-patterns-bias", "llama-dora"];
     for case in cases {
         let dir = fixtures().join("lora-family/peft").join(case);
         let expected = TensorFile::read(&dir.join("expected.safetensors")).unwrap();
         let (batch, _) = batch_of(&expected, false);
-        let name = if case.starts_with("bert") { "tiny-bert" } else { "tiny-distilbert" };
-        let mut m = base(name, None);
+        // The tiny Llama: a 3-class SEQ_CLS adapter whose fresh score head comes from the adapter
+        // (modules_to_save), so its base logits are not PEFT's.
+        let (name, head, num_labels) = match case.split('-').next() {
+            Some("bert") => ("tiny-bert", None, None),
+            Some("llama") => ("tiny-llama", Some(HeadKind::Score), Some(3)),
+            _ => ("tiny-distilbert", None, None),
+        };
+        let mut m = base_with_labels(name, head, num_labels);
         let before = logits(&m, &batch);
         load_into(&dir, &mut m).unwrap();
         let got = logits(&m, &batch);
         assert_close(&format!("{case}: lowrank vs PEFT"), &got, &expected.tensors["logits"].f32, 0.0, 1e-5);
-        assert_close(&format!("{case}: PEFT's own base"), &before, &expected.tensors["base_logits"].f32, 0.0, 1e-5);
+        if head.is_none() {
+            assert_close(&format!("{case}: PEFT's own base"), &before, &expected.tensors["base_logits"].f32, 0.0, 1e-5);
+        }
         assert!(before.iter().zip(&got).any(|(a, b)| (a - b).abs() > 0.1), "{case}: the adapter changed nothing");
 
         let tmp = tempfile::tempdir().unwrap();
@@ -398,8 +406,13 @@ fn adapters_written_by_peft_load_and_round_trip() {
             lora: Some(lowrank::adapter::read_adapter(&dir).unwrap().lora_config()),
             patterns: None,
         };
+        if head.is_some() {
+            // As after `train`: the decoder's score head trains beside LoRA, so it is saved whole.
+            // (A head that only came in through the loaded adapter's modules_to_save is not.)
+            m.head_linears_mut().into_iter().for_each(|l| l.set_base_trainable(true));
+        }
         save_adapter(&m, &tmp.path().join("a"), &info).unwrap();
-        let mut again = base(name, None);
+        let mut again = base_with_labels(name, head, num_labels);
         load_into(&tmp.path().join("a"), &mut again).unwrap();
         assert_close(&format!("{case}: lowrank's re-save"), &logits(&again, &batch), &got, 0.0, 1e-5);
         let saved: serde_json::Value =

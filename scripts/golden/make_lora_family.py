@@ -40,6 +40,7 @@ import json
 import math
 import platform
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -293,13 +294,26 @@ PEFT_CASES = {
             layers_to_transform=[1],
         ),
     ),
+    # The tiny Llama with task_type SEQ_CLS (its fresh score head saved as modules_to_save).
+    "llama-dora": dict(base="tiny-llama", seed=26, config=dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "gate_proj"], use_dora=True)),
 }
 
 
 def peft_case(name: str, spec: dict, inputs) -> dict:
-    base_logits = run(load_tiny(spec["base"]), inputs, D_LABELS, False)[0].detach()
+    decoder = spec["base"] in DECODER_BASES
+    if decoder:
+        inputs = make_decoder_golden.make_inputs()
+
+        def fresh():
+            return make_decoder_golden.load(DECODER_BASES[spec["base"]], "cls", score_seed=spec["seed"] + 2)
+    else:
+
+        def fresh():
+            return load_tiny(spec["base"])
+
+    base_logits = run(fresh(), inputs, D_LABELS, False)[0].detach()
     torch.manual_seed(spec["seed"])
-    pm = get_peft_model(load_tiny(spec["base"]), LoraConfig(lora_dropout=0.0, bias="none", task_type=None, **spec["config"]))
+    pm = get_peft_model(fresh(), LoraConfig(lora_dropout=0.0, bias="none", task_type="SEQ_CLS" if decoder else None, **spec["config"]))
     folder = OUT / "peft" / name
     if folder.exists():
         shutil.rmtree(folder)
@@ -328,10 +342,12 @@ def peft_case(name: str, spec: dict, inputs) -> dict:
     for key in ("target_modules", "modules_to_save"):
         if isinstance(cfg.get(key), list):
             cfg[key] = sorted(cfg[key])
+    # The decoder loader names its folder by an absolute path; the fixture keeps it repo-relative.
+    cfg["base_model_name_or_path"] = re.sub(r"^.*/(tests/fixtures/golden/)", r"\1", cfg["base_model_name_or_path"])
     cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
     save_file({"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"], "logits": c(logits), "base_logits": c(base_logits)}, folder / "expected.safetensors")
     # PEFT itself must reproduce the logits from the folder (PiSSA: by re-running the SVD on load).
-    again = PeftModel.from_pretrained(load_tiny(spec["base"]), folder).eval()
+    again = PeftModel.from_pretrained(fresh(), folder).eval()
     with torch.no_grad():
         back = run(again, inputs, D_LABELS, False)[0]
     reload_diff = (back - logits).abs().max().item()
@@ -450,15 +466,17 @@ def main() -> None:
     ap.add_argument("--part", choices=["a", "b", "ab"], default="ab")
     ap.add_argument("--binary", type=Path, default=Path("target/release/lowrank"))
     ap.add_argument("--golden", nargs="*", help="part A: only these golden cases (and no PEFT-written adapters)")
+    ap.add_argument("--peft", nargs="*", help="part A: only these PEFT-written adapters (and no golden cases)")
     args = ap.parse_args()
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}")
     inputs = make_golden.make_inputs()
     report = {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__, "machine": platform.processor() or platform.machine()}
     if "a" in args.part:
         print("Part A: golden cases and PEFT-written adapters")
-        report["golden"] = [golden_case(n, s, inputs) for n, s in GOLDEN_CASES.items() if not args.golden or n in args.golden]
+        if not args.peft:
+            report["golden"] = [golden_case(n, s, inputs) for n, s in GOLDEN_CASES.items() if not args.golden or n in args.golden]
         if not args.golden:
-            report["peft_to_lowrank"] = [peft_case(n, s, inputs) for n, s in PEFT_CASES.items()]
+            report["peft_to_lowrank"] = [peft_case(n, s, inputs) for n, s in PEFT_CASES.items() if not args.peft or n in args.peft]
     if "b" in args.part:
         print("Part B: lowrank -> PEFT / transformers")
         report["lowrank_to_peft"] = part_b(args.binary, inputs)
