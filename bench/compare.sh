@@ -20,6 +20,7 @@
 #                       (avx512_bf16 / amx_bf16). Without it PyTorch's bf16 autocast falls back to
 #                       slow GEMMs: ~200 s per DistilBERT seq-256 step on Zen 3, i.e. hours per round.
 #   LOWRANK=PATH        lowrank binary (default: <repo>/target/release/lowrank)
+#   FILTER=REGEX        run only the workloads whose flags match it (grep -E), e.g. FILTER=dora
 # Runs from any working directory. Do not compile or run anything else meanwhile: the timings
 # are only as good as the machine is quiet.
 set -euo pipefail
@@ -78,10 +79,17 @@ for seq in 256 128; do
     done
 done
 WORKLOADS+=("--config $CONFIG --batch $BATCH --seq 128 --mode lora --targets qv --precision fp32 --infer")
+# DoRA beside the LoRA workloads of the same shape (PEFT users report DoRA at ~2x LoRA's step).
+for targets in qv all; do
+    WORKLOADS+=("--config $CONFIG --batch $BATCH --seq 128 --mode lora --targets $targets --precision fp32 --dora")
+done
 # The reference protocol's shape: all-MiniLM-L6-v2, batch 12, ~27 tokens per example.
 for mode in "lora --targets qv" "full --targets qv" "last-layers --targets qv"; do
     WORKLOADS+=("--config minilm-l6 --batch 12 --seq 32 --mode $mode --precision fp32")
 done
+WORKLOADS+=("--config minilm-l6 --batch 12 --seq 32 --mode lora --targets qv --precision fp32 --dora")
+WORKLOADS+=("--config minilm-l6 --batch 12 --seq 32 --mode lora --targets all --precision fp32")
+WORKLOADS+=("--config minilm-l6 --batch 12 --seq 32 --mode lora --targets all --precision fp32 --dora")
 SET="${SET:-all}"
 case "$SET" in
     all) ;;
@@ -129,6 +137,9 @@ run_one() { # impl round flags...
 
 echo "results: $OUTFILE" >&2
 for w in "${WORKLOADS[@]}"; do
+    if [[ -n "${FILTER:-}" ]] && ! grep -qE -- "$FILTER" <<<"$w"; then
+        continue
+    fi
     read -r -a flags <<<"$w"
     if [[ "$BF16" != 1 && " $w " == *" bf16 "* ]]; then
         echo "[$w] skipped: this CPU has no native bf16 (BF16=1 runs it anyway)" >&2

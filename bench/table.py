@@ -10,8 +10,8 @@ Usage:
 
 Each line of the .jsonl is one run: either the object `torch_reference.py` / `lowrank bench`
 printed (plus "round"), or {"impl", "error", <workload fields>} when a run failed. Runs are grouped
-by workload (config, batch, seq, mode, targets, lora_r, precision, threads, infer, task — "cls" when a
-record has no task field, as the encoder records do); s/step is the
+by workload (config, batch, seq, mode, targets, lora_r, precision, threads, infer, dora, task — "cls"
+when a record has no task field, as the encoder records do); s/step is the
 median over rounds of each run's median step time, peak RSS the largest over rounds.
 """
 
@@ -19,7 +19,7 @@ import json
 import statistics
 import sys
 
-KEY = ("config", "batch", "seq", "mode", "targets", "lora_r", "precision", "threads", "infer", "task")
+KEY = ("config", "batch", "seq", "mode", "targets", "lora_r", "precision", "threads", "infer", "dora", "task")
 
 
 def is_infer(rec):
@@ -30,12 +30,23 @@ def is_infer(rec):
 
 
 def key(rec):
-    return tuple(is_infer(rec) if k == "infer" else (rec.get(k) or "cls") if k == "task" else rec.get(k) for k in KEY)
+    # Records from before DoRA have no "dora" field: plain LoRA.
+    def field(k):
+        if k == "infer":
+            return is_infer(rec)
+        if k == "dora":
+            return bool(rec.get(k))
+        if k == "task":
+            return rec.get(k) or "cls"
+        return rec.get(k)
+
+    return tuple(field(k) for k in KEY)
 
 
 def label(k):
     d = dict(zip(KEY, k))
-    what = "infer" if d["infer"] else d["mode"] + (f"-{d['targets']} r{d['lora_r']}" if d["mode"] == "lora" else "")
+    mode = "dora" if d["mode"] == "lora" and d["dora"] else d["mode"]
+    what = "infer" if d["infer"] else mode + (f"-{d['targets']} r{d['lora_r']}" if d["mode"] == "lora" else "")
     task = "" if d["task"] == "cls" else f" {d['task']}"
     return f"{d['config']}{task} b{d['batch']} s{d['seq']} {what} {d['precision']} t{d['threads']}"
 
@@ -126,11 +137,11 @@ def record(impl, rnd, flags):
             pass
     # Workload fields from the flags, with torch_reference.py's defaults.
     w = {"config": "distilbert-base", "batch": 8, "seq": 256, "mode": "lora", "targets": "all", "lora_r": 8,
-         "precision": "fp32", "threads": 2, "infer": False, "task": "cls"}
+         "precision": "fp32", "threads": 2, "infer": False, "dora": False, "task": "cls"}
     it = iter(flags)
     for f in it:
-        if f == "--infer":
-            w["infer"] = True
+        if f in ("--infer", "--dora"):
+            w[f[2:]] = True
         elif f.startswith("--") and f[2:].replace("-", "_") in w:
             v = next(it, "")
             name = f[2:].replace("-", "_")

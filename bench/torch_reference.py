@@ -16,8 +16,8 @@ loss + backward + Adam (lr 5e-5) over the trainable parameters only, in train mo
 merged into the base weights (merge_and_unload).
 
 What trains (same as lowrank's TrainPlan):
-  lora         base frozen, PEFT LoRA (dropout 0) on --targets; the head is frozen too
-               (no task_type, so PEFT adds no modules_to_save).
+  lora         base frozen, PEFT LoRA (dropout 0; --dora: PEFT's DoRA) on --targets; the head is
+               frozen too (no task_type, so PEFT adds no modules_to_save).
   last-layers  only the head's two linears (pre_classifier + classifier, or pooler + classifier);
                decoders (cls only): score + the last decoder layer + the final norm.
   full         every parameter.
@@ -103,7 +103,7 @@ def dims(cfg: dict) -> dict:
     )
 
 
-def flop_count(C, F, L, batch, seq, mode, targets, r, infer=False, num_labels=2):
+def flop_count(C, F, L, batch, seq, mode, targets, r, infer=False, num_labels=2, dora=False):
     """Analytic count of the matrix-product FLOPs of one step (elementwise ops ignored).
 
     This counts only the multiply-adds of matrix products (2 FLOPs each): no embeddings lookups,
@@ -115,6 +115,7 @@ def flop_count(C, F, L, batch, seq, mode, targets, r, infer=False, num_labels=2)
       forward   linears   2*N*C*C*4 (q, k, v, out) + 2*N*C*F*2 (ffn in, ffn out)
                 attention 2*batch*T*T*C*2 (scores Q.K^T and context P.V, all heads together)
                 LoRA      2*N*r*(in + out) for each targeted linear (x.A then (xA).B)
+                DoRA      + 2*out*in*r + 2*in*r*r per targeted linear (its row norms, once per step)
       head      2*batch*(C*C + C*num_labels) (pre_classifier/pooler and classifier, [CLS] rows only)
     Backward, relative to the forward cost of each part:
       frozen base linear 1x (input gradient only), trainable base linear 2x (input + weight
@@ -132,7 +133,10 @@ def flop_count(C, F, L, batch, seq, mode, targets, r, infer=False, num_labels=2)
     lora_fwd = 0
     if mode == "lora" and not infer:
         lora_fwd = sum(2 * N * r * (lin[k][0] + lin[k][1]) for k in TARGET_ROLES[targets])
-    fwd = L * (lin_fwd + attn_fwd + lora_fwd) + head_fwd
+    dora_fwd = 0
+    if mode == "lora" and dora and not infer:
+        dora_fwd = sum(2 * lin[k][0] * lin[k][1] * r + 2 * lin[k][0] * r * r for k in TARGET_ROLES[targets])
+    fwd = L * (lin_fwd + attn_fwd + lora_fwd + dora_fwd) + head_fwd
     if infer:
         return fwd
     if mode == "last-layers":
@@ -144,7 +148,7 @@ def flop_count(C, F, L, batch, seq, mode, targets, r, infer=False, num_labels=2)
     return fwd + bwd
 
 
-def decoder_flop_count(d, batch, seq, mode, targets, r, task="cls", infer=False, num_labels=2):
+def decoder_flop_count(d, batch, seq, mode, targets, r, task="cls", infer=False, num_labels=2, dora=False):
     """Analytic matrix-product FLOPs of one decoder step, by the same rules as `flop_count`.
 
     With N = batch*seq tokens, C width, F MLP width, H query heads, KV key/value heads, D head width,
@@ -153,6 +157,7 @@ def decoder_flop_count(d, batch, seq, mode, targets, r, task="cls", infer=False,
                 attention 2*batch*T*T*H*D*2 (scores and context over the full T x T square, as
                           lowrank's analytic_flops counts it, although a causal kernel may skip half)
                 LoRA      2*N*r*(in + out) for each targeted projection
+                DoRA      + 2*out*in*r + 2*in*r*r per targeted projection (row norms, once per step)
       head      cls: 2*batch*C*num_labels (score, last-token rows only);
                 causal-lm: 2*N*C*V (the tied lm_head over every position)
     Backward: frozen linear 1x (input gradient), trained linear 2x, attention 2x, LoRA 2x. In
@@ -168,7 +173,10 @@ def decoder_flop_count(d, batch, seq, mode, targets, r, task="cls", infer=False,
     lora_fwd = 0
     if mode == "lora" and not infer:
         lora_fwd = sum(2 * N * r * (lin[k][0] + lin[k][1]) for k in DECODER_TARGET_ROLES[targets])
-    fwd = L * (lin_fwd + attn_fwd + lora_fwd) + head_fwd
+    dora_fwd = 0
+    if mode == "lora" and dora and not infer:
+        dora_fwd = sum(2 * lin[k][0] * lin[k][1] * r + 2 * lin[k][0] * r * r for k in DECODER_TARGET_ROLES[targets])
+    fwd = L * (lin_fwd + attn_fwd + lora_fwd + dora_fwd) + head_fwd
     if infer:
         return fwd
     if mode == "last-layers":
@@ -205,6 +213,7 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=1, help="untimed steps before them")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--infer", action="store_true", help="time inference forward passes instead of training")
+    p.add_argument("--dora", action="store_true", help="PEFT's DoRA (use_dora=True) instead of plain LoRA")
     # torch-only: lowrank has no equivalent; compare.sh does not pass it.
     p.add_argument("--attn-impl", choices=["eager", "sdpa"], default="sdpa", help="transformers attention implementation (torch only)")
     return p.parse_args(argv)
@@ -258,6 +267,7 @@ def build(args):
             lora_dropout=0.0,
             target_modules=TARGETS[kind][args.targets],
             bias="none",
+            use_dora=args.dora,
         )
         model = peft.get_peft_model(model, lcfg)
     else:
@@ -295,7 +305,7 @@ def build(args):
     w.total = sum(p_.numel() for p_ in model.parameters())
     log(
         f"torch {torch.__version__} threads={torch.get_num_threads()} config={cfg_name} task={args.task} mode={args.mode} "
-        f"targets={args.targets} precision={args.precision} attn={args.attn_impl} infer={args.infer} "
+        f"targets={args.targets} dora={args.dora} precision={args.precision} attn={args.attn_impl} infer={args.infer} "
         f"trainable={w.trainable} total={w.total}"
     )
     return w
@@ -338,9 +348,9 @@ def report(w, args, times):
     steps = [t[0] for t in times]
     med = statistics.median(steps)
     if w.kind in DECODERS:
-        gflop = decoder_flop_count(w.dims, args.batch, args.seq, args.mode, args.targets, args.lora_r, task=args.task, infer=args.infer) / 1e9
+        gflop = decoder_flop_count(w.dims, args.batch, args.seq, args.mode, args.targets, args.lora_r, task=args.task, infer=args.infer, dora=args.dora) / 1e9
     else:
-        gflop = flop_count(w.dims["C"], w.dims["F"], w.dims["L"], args.batch, args.seq, args.mode, args.targets, args.lora_r, infer=args.infer) / 1e9
+        gflop = flop_count(w.dims["C"], w.dims["F"], w.dims["L"], args.batch, args.seq, args.mode, args.targets, args.lora_r, infer=args.infer, dora=args.dora) / 1e9
     return {
         "impl": "torch",
         "version": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
@@ -356,6 +366,7 @@ def report(w, args, times):
         "steps": args.steps,
         "warmup": args.warmup,
         "infer": args.infer,
+        "dora": args.dora,
         "attn_impl": args.attn_impl,
         "step_s": {"median": med, "min": min(steps), "max": max(steps)},
         "forward_s": statistics.median(t[1] for t in times),

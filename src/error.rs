@@ -116,6 +116,15 @@ pub enum Error {
         examples: String,
     },
 
+    /// A LoRA variant cannot be set up on (or merged into) one module.
+    #[error("LoRA on {module}: {message}")]
+    LoraModule {
+        /// The module path.
+        module: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
+
     /// A training or LoRA option is invalid.
     #[error("invalid option: {0}")]
     InvalidOption(String),

@@ -1,5 +1,6 @@
 //! Optimizers over the trainable parameters: Adam and AdamW exactly as `torch.optim` computes
-//! them, a learning-rate schedule (linear warmup, then constant or linear decay), and global
+//! them (optionally with LoRA+'s parameter groups, as PEFT's `create_loraplus_optimizer` builds
+//! them), a learning-rate schedule (linear warmup, then constant or linear decay), and global
 //! gradient-norm clipping.
 
 use crate::param::Param;
@@ -31,12 +32,40 @@ pub struct OptimizerConfig {
     pub beta2: f32,
     /// ε.
     pub eps: f32,
+    /// LoRA+ (PEFT's `loraplus_lr_ratio`): lora_B and every 1-D tensor learn at `lr × ratio`.
+    #[serde(default)]
+    pub loraplus_lr_ratio: Option<f32>,
 }
 
 impl Default for OptimizerConfig {
-    /// The seed's: Adam, lr 5e-5, no weight decay, PyTorch's betas and eps.
+    /// The seed's: Adam, lr 5e-5, no weight decay, PyTorch's betas and eps, one group.
     fn default() -> Self {
-        OptimizerConfig { kind: OptimizerKind::Adam, lr: 5e-5, weight_decay: 0.0, beta1: 0.9, beta2: 0.999, eps: 1e-8 }
+        OptimizerConfig {
+            kind: OptimizerKind::Adam,
+            lr: 5e-5,
+            weight_decay: 0.0,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            loraplus_lr_ratio: None,
+        }
+    }
+}
+
+impl OptimizerConfig {
+    /// (learning-rate multiplier, weight decay) of a parameter. Without LoRA+ every parameter
+    /// gets (1, weight_decay). With it, PEFT's groups: tensors named lora_B and 1-D tensors (DoRA
+    /// magnitudes, biases, norms) get the ratio, and no decay for biases and norm weights; the
+    /// rest (lora_A, other matrices) get (1, weight_decay).
+    pub fn group(&self, name: &str, shape: &[usize]) -> (f32, f32) {
+        let Some(ratio) = self.loraplus_lr_ratio else { return (1.0, self.weight_decay) };
+        if name.contains("lora_B") || shape.len() == 1 {
+            let lower = name.to_ascii_lowercase();
+            let no_decay = name.contains("bias") || lower.contains("layernorm") || lower.contains("layer_norm");
+            (ratio, if no_decay { 0.0 } else { self.weight_decay })
+        } else {
+            (1.0, self.weight_decay)
+        }
     }
 }
 
@@ -95,11 +124,13 @@ impl Adam {
         self.t += 1;
         let bc1 = 1.0 - (c.beta1 as f64).powi(self.t as i32);
         let bc2 = 1.0 - (c.beta2 as f64).powi(self.t as i32);
-        let step_size = (lr as f64 / bc1) as f32;
         let bc2_sqrt = bc2.sqrt() as f32;
         use rayon::prelude::*;
-        let k = Kernel { kind: c.kind, lr, weight_decay: c.weight_decay, beta1: c.beta1, beta2: c.beta2, eps: c.eps, step_size, bc2_sqrt };
         for ((p, m), v) in trainable.iter_mut().zip(&mut self.m).zip(&mut self.v) {
+            let (mult, weight_decay) = c.group(&p.name, &p.shape);
+            let lr = lr * mult;
+            let step_size = (lr as f64 / bc1) as f32;
+            let k = Kernel { kind: c.kind, lr, weight_decay, beta1: c.beta1, beta2: c.beta2, eps: c.eps, step_size, bc2_sqrt };
             let Param { data, grad, .. } = &mut **p;
             let grad = grad.as_mut().expect("trainable");
             data.par_chunks_mut(4096)
@@ -181,6 +212,28 @@ mod tests {
         for (a, b) in p.data.iter().zip(want) {
             assert!((a - b).abs() < 1e-6, "{:?}", p.data);
         }
+    }
+
+    #[test]
+    fn loraplus_groups_are_peft_s() {
+        // create_loraplus_optimizer(model, torch.optim.Adam, lr=0.1, loraplus_lr_ratio=4): lora_B at
+        // lr 0.4, lora_A at 0.1; Adam's first step moves each weight by lr·sign(g).
+        let c = OptimizerConfig { lr: 0.1, loraplus_lr_ratio: Some(4.0), weight_decay: 0.5, ..Default::default() };
+        assert_eq!(c.group("m.lora_A", &[4, 2]), (1.0, 0.5));
+        assert_eq!(c.group("m.lora_B", &[2, 4]), (4.0, 0.5));
+        assert_eq!(c.group("m.lora_B.bias", &[4]), (4.0, 0.0));
+        assert_eq!(c.group("m.lora_magnitude_vector", &[4]), (4.0, 0.5));
+        assert_eq!(c.group("bert.encoder.layer.0.output.LayerNorm.weight", &[4]), (4.0, 0.0));
+        assert_eq!(OptimizerConfig::default().group("m.lora_B", &[2, 4]), (1.0, 0.0));
+        let mut a = param(&[1.0], &[0.3]);
+        a.name = "m.lora_A".into();
+        a.shape = vec![1, 1];
+        let mut b = param(&[1.0], &[0.3]);
+        b.name = "m.lora_B".into();
+        b.shape = vec![1, 1];
+        let mut opt = Adam::new(OptimizerConfig { lr: 0.1, loraplus_lr_ratio: Some(4.0), ..Default::default() });
+        opt.step(&mut [&mut a, &mut b], 0.1);
+        assert!((a.data[0] - 0.9).abs() < 1e-6 && (b.data[0] - 0.6).abs() < 1e-6, "{:?} {:?}", a.data, b.data);
     }
 
     #[test]

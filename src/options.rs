@@ -9,6 +9,7 @@ use crate::optim::OptimizerKind;
 use crate::plan::TrainMode;
 use crate::run::TrainConfig;
 use serde_json::Value;
+use std::sync::LazyLock;
 
 /// What values an option accepts.
 #[derive(Clone, Copy, Debug)]
@@ -51,6 +52,7 @@ pub enum Group {
 }
 
 /// One training option.
+#[derive(Clone)]
 pub struct TrainOption {
     /// The name in sweep spaces and in code (snake_case); the flag is `--` + kebab-case.
     pub name: &'static str,
@@ -103,8 +105,13 @@ fn shown<T: ToString>(v: T) -> Option<String> {
     Some(v.to_string())
 }
 
-/// Every training option, in help order.
-pub static OPTIONS: &[TrainOption] = &[
+mod family;
+
+/// Every training option, in help order: the core ones, then LoRA's family ([`family`]).
+pub static OPTIONS: LazyLock<Vec<TrainOption>> = LazyLock::new(|| CORE.iter().chain(family::FAMILY).cloned().collect());
+
+/// The options of plain LoRA, the modes and the loop.
+static CORE: &[TrainOption] = &[
     TrainOption {
         name: "lora_r",
         help: "LoRA rank r",

@@ -1,8 +1,9 @@
-//! Choosing what trains: LoRA on chosen linear layers (base frozen), the seed's "last layers"
-//! baseline (only the two head linears), or full fine-tuning; plus PEFT's `modules_to_save`.
+//! Choosing what trains: LoRA (or DoRA, PiSSA, ...) on chosen linear layers (base frozen), with
+//! per-module ranks and alphas and a layer filter; the seed's "last layers" baseline (only the
+//! two head linears), or full fine-tuning; plus PEFT's `modules_to_save`.
 
 use crate::error::{Error, Result};
-use crate::lora::{targets::name_matches, LoraConfig, LoraLayer, SeedFlags, TargetModules};
+use crate::lora::{targets::name_matches, LoraConfig, LoraPatterns, SeedFlags, TargetModules};
 use crate::model::{HeadKind, Model};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
@@ -45,6 +46,10 @@ pub struct TrainPlan {
     pub modules_to_save: Vec<String>,
     /// Seed of the LoRA initialisation.
     pub seed: u64,
+    /// Per-module ranks and alphas, and the layer filter (PEFT's rank_pattern, alpha_pattern,
+    /// layers_to_transform, layers_pattern).
+    #[serde(default)]
+    pub patterns: LoraPatterns,
 }
 
 impl Default for TrainPlan {
@@ -56,6 +61,7 @@ impl Default for TrainPlan {
             targets: TargetModules::Flags(SeedFlags::query_value()),
             modules_to_save: Vec::new(),
             seed: 123,
+            patterns: LoraPatterns::default(),
         }
     }
 }
@@ -68,7 +74,7 @@ impl TrainPlan {
             p.set_trainable(false);
         }
         for lin in model.linears_mut() {
-            lin.lora = None;
+            lin.remove_lora();
         }
         let mut injected = Vec::new();
         match self.mode {
@@ -76,11 +82,26 @@ impl TrainPlan {
             TrainMode::LastLayers => model.set_last_layers_trainable(),
             TrainMode::Lora => {
                 self.lora.validate()?;
-                let picked = self.targets.resolve(&model.linear_modules())?;
+                self.patterns.validate()?;
+                self.check_targets_are_linear(model)?;
+                let modules = model.linear_modules();
+                let mut picked = self.targets.resolve(&modules)?;
+                let names: Vec<String> = modules.into_iter().map(|(n, _)| n).collect();
+                self.patterns.filter_layers(&self.targets, &names, &mut picked)?;
+                let targets: Vec<String> = names.iter().zip(&picked).filter(|(_, p)| **p).map(|(n, _)| n.clone()).collect();
+                if targets.is_empty() {
+                    return Err(Error::UnknownTargetModule {
+                        pattern: format!("{:?} in layers {:?}", self.targets, self.patterns.layers_to_transform.as_deref().unwrap_or(&[])),
+                        examples: names.iter().take(4).cloned().collect::<Vec<_>>().join(", "),
+                    });
+                }
+                let per_module = self.patterns.resolve(&targets, self.lora.r, self.lora.alpha)?;
                 let mut rng = rand::rngs::StdRng::seed_from_u64(self.seed);
+                let mut next = targets.iter().zip(per_module);
                 for (lin, pick) in model.linears_mut().into_iter().zip(picked) {
                     if pick {
-                        lin.lora = Some(LoraLayer::new(&lin.path, lin.in_dim(), lin.out_dim(), &self.lora, &mut rng));
+                        let (_, (r, alpha)) = next.next().expect("one entry per target");
+                        lin.add_lora(&LoraConfig { r, alpha, ..self.lora }, &mut rng)?;
                         injected.push(lin.path.clone());
                     }
                 }
@@ -105,6 +126,42 @@ impl TrainPlan {
             }
         }
         Ok(injected)
+    }
+}
+
+impl TrainPlan {
+    /// A target name that matches no linear layer but names another kind of module (an
+    /// embedding, a LayerNorm) gets an error saying so, rather than "matches nothing".
+    fn check_targets_are_linear(&self, model: &Model) -> Result<()> {
+        let TargetModules::Names(entries) = &self.targets else { return Ok(()) };
+        let linears = model.linear_modules();
+        for entry in entries {
+            if linears.iter().any(|(m, _)| name_matches(m, entry)) {
+                continue;
+            }
+            let other = model.base_params().into_iter().find_map(|p| {
+                let module = p.name.rsplit_once('.').map_or(p.name.as_str(), |(m, _)| m);
+                name_matches(module, entry).then(|| module.to_string())
+            });
+            if let Some(module) = other {
+                let kind = if module.contains("embeddings") {
+                    "an embedding"
+                } else if module.to_lowercase().contains("layernorm") || module.contains("layer_norm") {
+                    "a LayerNorm"
+                } else {
+                    "not a linear layer"
+                };
+                let what = if self.lora.dora { "DoRA" } else { "LoRA" };
+                return Err(Error::LoraModule {
+                    module,
+                    message: format!(
+                        "it is {kind}, and lowrank puts {what} on linear layers only (target the linear layers, e.g. {})",
+                        linears.iter().take(2).map(|(m, _)| m.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 }
 

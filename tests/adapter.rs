@@ -63,10 +63,11 @@ fn lora_model() -> Model {
     let mut m = base("tiny-bert");
     let plan = TrainPlan {
         mode: TrainMode::Lora,
-        lora: LoraConfig { r: 4, alpha: 2.0, scaling: Scaling::Raschka, dropout: 0.0 },
+        lora: LoraConfig { r: 4, alpha: 2.0, scaling: Scaling::Raschka, ..Default::default() },
         targets: TargetModules::Flags(SeedFlags { query: true, value: true, mlp: true, ..Default::default() }),
         modules_to_save: vec!["classifier".into()],
         seed: 5,
+        ..Default::default()
     };
     plan.apply(&mut m).unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
@@ -97,7 +98,8 @@ fn save_load_merge_unmerge_round_trip() {
         base_model: "tiny-bert".into(),
         labels: Some(&labels),
         tokenizer_dir: d.path(),
-        lora: Some(LoraConfig { r: 4, alpha: 2.0, scaling: Scaling::Raschka, dropout: 0.0 }),
+        lora: Some(LoraConfig { r: 4, alpha: 2.0, scaling: Scaling::Raschka, ..Default::default() }),
+        patterns: None,
     };
     save_adapter(&m, &adapter, &info).unwrap();
     let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(adapter.join("adapter_config.json")).unwrap()).unwrap();

@@ -63,6 +63,7 @@ fn run_case(case: &str) {
             alpha: l["alpha"].as_f64().unwrap() as f32,
             scaling: Scaling::Peft,
             dropout: 0.0,
+            ..Default::default()
         };
         plan.targets = TargetModules::Names(serde_json::from_value(l["peft_target_modules"].clone()).unwrap());
         let injected = plan.apply(&mut model).unwrap();

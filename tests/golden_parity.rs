@@ -46,7 +46,8 @@ fn run_case(case: &str) {
             "peft" => Scaling::Peft,
             _ => Scaling::Rslora,
         };
-        plan.lora = LoraConfig { r: l["r"].as_u64().unwrap() as usize, alpha: l["alpha"].as_f64().unwrap() as f32, scaling, dropout: 0.0 };
+        plan.lora =
+            LoraConfig { r: l["r"].as_u64().unwrap() as usize, alpha: l["alpha"].as_f64().unwrap() as f32, scaling, ..Default::default() };
         plan.targets = match l.get("peft_target_modules") {
             Some(names) => TargetModules::Names(serde_json::from_value(names.clone()).unwrap()),
             None => TargetModules::Names(serde_json::from_value(l["modules"].clone()).unwrap()),

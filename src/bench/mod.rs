@@ -61,6 +61,8 @@ pub struct Workload {
     pub seed: u64,
     /// Time inference (merged weights, no caches) instead of training.
     pub infer: bool,
+    /// DoRA instead of plain LoRA (the magnitude trains too; row norms once per step per layer).
+    pub dora: bool,
 }
 
 /// Median, min and max.
@@ -100,8 +102,8 @@ pub fn peak_rss_mb() -> f64 {
 /// Analytic matrix-product FLOPs of one training step (or one inference forward): per layer
 /// 2·N·C²·4 (q, k, v, o) + 2·N·C·F·2 (feed-forward) + 2·B·T²·C·2 (scores, context); the head
 /// 2·B·(C² + C·K); LoRA 2·N·r·(in + out) per targeted linear. Backward costs 1× forward for
-/// frozen linears (input gradient only), 2× for trained base linears, attention and LoRA.
-/// Element-wise work is not counted.
+/// frozen linears (input gradient only), 2× for trained base linears, attention and LoRA; DoRA
+/// adds its row norms (2·O·I·r + 2·I·r² per layer, forward only). Element-wise work is not counted.
 pub fn analytic_flops(model: &Model, batch: usize, seq: usize, train: bool) -> f64 {
     let c = model.dim() as f64;
     let (b, t) = (batch as f64, seq as f64);
@@ -117,6 +119,11 @@ pub fn analytic_flops(model: &Model, batch: usize, seq: usize, train: bool) -> f
             let lf = 2.0 * rows * l.rank() as f64 * (lin.in_dim() + lin.out_dim()) as f64;
             fwd += lf;
             bwd += 2.0 * lf;
+            if l.dora.is_some() {
+                // DoRA's row norms: W₀·A [O, r] and AᵀA [r, r], once per forward.
+                let (i, o, r) = (lin.in_dim() as f64, lin.out_dim() as f64, l.rank() as f64);
+                fwd += 2.0 * o * i * r + 2.0 * i * r * r;
+            }
         }
     }
     let attn = model.n_layers() as f64 * 2.0 * b * t * t * c * 2.0;
@@ -204,10 +211,11 @@ pub fn bench_model(w: &Workload) -> Result<Model> {
     };
     let plan = TrainPlan {
         mode: w.mode,
-        lora: LoraConfig { r: w.lora_r, alpha: w.lora_alpha, scaling: Scaling::Peft, dropout: 0.0 },
+        lora: LoraConfig { r: w.lora_r, alpha: w.lora_alpha, scaling: Scaling::Peft, dora: w.dora, ..Default::default() },
         targets: TargetModules::Flags(flags),
         modules_to_save: vec![],
         seed: w.seed,
+        patterns: Default::default(),
     };
     plan.apply(&mut model)?;
     // Non-zero B, as after some training.
@@ -379,6 +387,7 @@ mod tests {
             warmup: 0,
             seed: 0,
             infer: false,
+            dora: false,
         };
         let r = run(&w).unwrap();
         assert!(r.step_s.median > 0.0 && r.gflop_per_step > 0.0 && r.backward_s.is_some());
@@ -404,6 +413,7 @@ mod tests {
             warmup: 0,
             seed: 0,
             infer: false,
+            dora: false,
         };
         let lora = analytic_flops(&bench_model(&w).unwrap(), 8, 256, true);
         let full = analytic_flops(&bench_model(&Workload { mode: TrainMode::Full, ..w }).unwrap(), 8, 256, true);

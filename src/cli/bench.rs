@@ -49,6 +49,9 @@ pub struct BenchArgs {
     /// Time inference (merged weights) instead of training.
     #[arg(long)]
     pub infer: bool,
+    /// DoRA instead of plain LoRA (PEFT's use_dora): compare its step with LoRA's.
+    #[arg(long)]
+    pub dora: bool,
     /// Measure the GEMM ceiling for this workload's shapes, and the fp32 FMA peak, instead.
     #[arg(long)]
     pub gemm: bool,
@@ -87,6 +90,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         warmup: a.warmup,
         seed: a.seed,
         infer: a.infer,
+        dora: a.dora,
     };
     println!("{}", serde_json::to_string(&run_bench(&w)?)?);
     Ok(ExitCode::SUCCESS)

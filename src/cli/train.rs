@@ -6,7 +6,6 @@ use crate::run::{Task, TrainConfig};
 use crate::train::{train, Outcome};
 use anyhow::Context;
 use clap::Args;
-use serde_json::Value;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -60,18 +59,7 @@ pub fn config(a: &TrainArgs) -> anyhow::Result<TrainConfig> {
     cfg.validate()?;
     if let Some(dir) = &a.adapter {
         let files = crate::adapter::read_adapter(dir)?;
-        let l = files.lora_config();
-        let scaling = format!("{:?}", l.scaling).to_lowercase();
-        let mut from_adapter: Vec<(&str, Value)> = vec![
-            ("lora_r", Value::from(l.r)),
-            ("lora_alpha", Value::from(f64::from(l.alpha))),
-            ("scaling", Value::from(scaling)),
-            ("lora_dropout", Value::from(f64::from(l.dropout))),
-        ];
-        if let Some(list) = files.config.target_modules.as_array() {
-            from_adapter.push(("target_modules", Value::Array(list.clone())));
-        }
-        for (name, value) in &from_adapter {
+        for (name, value) in &files.overrides() {
             crate::options::apply(&mut cfg, name, value)?;
         }
         cfg.validate()?;

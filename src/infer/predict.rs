@@ -113,9 +113,8 @@ impl AdapterSwitch {
 
     /// Removes the current adapter, restoring the base model.
     pub fn reset(&mut self) {
-        self.model.unmerge_lora();
         for l in self.model.linears_mut() {
-            l.lora = None;
+            l.remove_lora();
         }
         let replaced = std::mem::take(&mut self.replaced);
         for p in self.model.base_params_mut() {

@@ -1,58 +1,115 @@
-//! The LoRA layer: a rank-r update `scale · (x·A)·B` added to a frozen linear layer's output,
-//! computed as two thin products (A·B is never materialised), with its backward and merging.
+//! The LoRA layer: a rank-r update `scale · (x·A)·B` (+ `scale · bias` with PEFT's lora_bias)
+//! added to a frozen linear layer's output, computed as two thin products (A·B is never
+//! materialised), with its backward and merging. DoRA's magnitude ([`super::dora`]) rides on it.
 //!
 //! Dimensions: N rows, I input features, O output features, r rank. Layouts are the seed's:
 //! A: [I, r], B: [r, O]. (PEFT stores lora_A.weight = Aᵀ [r, I] and lora_B.weight = Bᵀ [O, r].)
 
-use super::config::{LoraConfig, Scaling};
+use super::config::LoraConfig;
+use super::dora::Dora;
+use super::init::{initialise, Start};
 use crate::ops::dropout::Dropout;
 use crate::ops::gemm::{matmul, MatMut, MatRef, Threads};
 use crate::param::Param;
 use rand::Rng;
-use rand_distr::{Distribution, Normal, Uniform};
+
+/// Scratch buffers a LoRA branch needs during backward (sized by the caller's buffer plan; grown
+/// here, never shrunk, so a steady state allocates nothing).
+#[derive(Default, Debug)]
+pub struct LoraScratch {
+    /// dh = dy·Bᵀ: [N, r].
+    pub dh: Vec<f32>,
+    /// Dropped-out input (or masked input gradient): [N, in].
+    pub x: Vec<f32>,
+    /// DoRA: the scaled output gradient g ⊙ dy (or (g − 1) ⊙ dy): [N, out].
+    pub dz: Vec<f32>,
+    /// DoRA with dropout: the input gradient of the dropped-out base branch: [N, in].
+    pub t: Vec<f32>,
+}
+
+impl LoraScratch {
+    /// Grows the buffers to hold `n` rows of width `in_dim` at rank `r`.
+    pub fn ensure(&mut self, n: usize, in_dim: usize, r: usize) {
+        grow(&mut self.dh, n * r);
+        grow(&mut self.x, n * in_dim);
+    }
+}
+
+/// Grows `v` to at least `len` elements (never shrinks, so a steady state allocates nothing).
+pub fn grow(v: &mut Vec<f32>, len: usize) {
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+}
 
 /// A LoRA update attached to one linear layer.
 #[derive(Clone, Debug)]
 pub struct LoraLayer {
     /// Down projection A: [in, r].
     pub a: Param,
-    /// Up projection B: [r, out]; zero at initialisation, so training starts at the base model.
+    /// Up projection B: [r, out]; zero at initialisation (except PiSSA / OLoRA), so training
+    /// starts at the base model.
     pub b: Param,
+    /// lora_B's bias [out] (PEFT's lora_bias), scaled like the update; zero at initialisation.
+    pub bias: Option<Param>,
+    /// DoRA's magnitude (PEFT's use_dora), when the layer is a DoRA layer.
+    pub dora: Option<Dora>,
+    /// The initial A and B, kept when the initialisation turned the base weight into the residual
+    /// W₀ − scale·(A₀·B₀)ᵀ (PiSSA, OLoRA): the adapter is then saved relative to W₀.
+    pub start: Option<Start>,
     /// The factor on (x·A)·B (see [`LoraConfig::scale`]).
     pub scale: f32,
     /// Dropout probability on the branch's input.
     pub dropout: f32,
-    /// Whether `scale·(A·B)ᵀ` is currently added into the base weight (forward then skips the branch).
+    /// Whether the update is currently in the base weight (forward then skips the branch).
     pub merged: bool,
 }
 
 impl LoraLayer {
     /// A freshly initialised layer for a linear `module` of shape in → out: A random per the
-    /// scaling convention, B zero; both trainable.
+    /// configuration (PEFT's default for the inits that need the base weight, which
+    /// `Linear::add_lora` handles), B zero; both trainable (and the bias, with `cfg.bias`).
+    /// DoRA's magnitude needs the base weight too: `Linear::add_lora` sets it.
     pub fn new(module: &str, in_dim: usize, out_dim: usize, cfg: &LoraConfig, rng: &mut impl Rng) -> Self {
+        let init = match cfg.init_kind() {
+            k if k.mutates_base() => super::Init::Kaiming,
+            k => k,
+        };
+        let start = initialise(init, module, &mut [], out_dim, in_dim, cfg.r, cfg.scale(), rng).expect("random inits cannot fail");
+        Self::from_start(module, in_dim, out_dim, start, cfg)
+    }
+
+    /// A trainable layer starting from `start` (A [in, r], B [r, out]).
+    pub fn from_start(module: &str, in_dim: usize, out_dim: usize, start: Start, cfg: &LoraConfig) -> Self {
         let r = cfg.r;
         let mut a = Param::zeros(format!("{module}.lora_A"), &[in_dim, r]);
-        match cfg.scaling {
-            Scaling::Raschka => {
-                let normal = Normal::new(0.0f32, 1.0 / (r as f32).sqrt()).expect("valid std");
-                a.data.iter_mut().for_each(|v| *v = normal.sample(rng));
-            }
-            Scaling::Peft | Scaling::Rslora => {
-                // kaiming_uniform_(a=√5) on lora_A.weight [r, in]: bound = 1/√in.
-                let bound = 1.0 / (in_dim as f32).sqrt();
-                let u = Uniform::new(-bound, bound).expect("valid bounds");
-                a.data.iter_mut().for_each(|v| *v = u.sample(rng));
-            }
-        }
+        a.data = start.a;
         let mut b = Param::zeros(format!("{module}.lora_B"), &[r, out_dim]);
+        b.data = start.b;
         a.set_trainable(true);
         b.set_trainable(true);
-        LoraLayer { a, b, scale: cfg.scale(), dropout: cfg.dropout, merged: false }
+        let bias = cfg.bias.then(|| {
+            let mut p = Param::zeros(format!("{module}.lora_B.bias"), &[out_dim]);
+            p.set_trainable(true);
+            p
+        });
+        LoraLayer { a, b, bias, dora: None, start: None, scale: cfg.scale(), dropout: cfg.dropout, merged: false }
     }
 
     /// The rank r.
     pub fn rank(&self) -> usize {
         self.a.shape[1]
+    }
+
+    /// Every tensor of the update: A, B, then the bias and DoRA's magnitude when present.
+    pub fn params(&self) -> impl Iterator<Item = &Param> {
+        [&self.a, &self.b].into_iter().chain(self.bias.as_ref()).chain(self.dora.as_ref().map(|d| &d.magnitude))
+    }
+
+    /// Mutable access to [`LoraLayer::params`], in the same order.
+    pub fn params_mut(&mut self) -> impl Iterator<Item = &mut Param> {
+        let LoraLayer { a, b, bias, dora, .. } = self;
+        [a, b].into_iter().chain(bias.as_mut()).chain(dora.as_mut().map(|d| &mut d.magnitude))
     }
 
     fn dims(&self) -> (usize, usize, usize) {
@@ -72,7 +129,7 @@ impl LoraLayer {
         }
     }
 
-    /// Forward: `y[N,O] += scale · (x·A)·B`, caching `h[N,r] = x·A` for backward.
+    /// Forward: `y[N,O] += scale · ((x·A)·B + bias)`, caching `h[N,r] = x·A` for backward.
     /// `x_drop` ([N,I] scratch) is used only when `drop` is active.
     pub fn forward(&self, y: &mut [f32], h: &mut [f32], x: &[f32], x_drop: &mut [f32], n: usize, drop: Dropout) {
         if self.merged {
@@ -89,10 +146,16 @@ impl LoraLayer {
             1.0,
             Threads::Pool,
         );
+        if let Some(bias) = &self.bias {
+            for row in y[..n * o].chunks_exact_mut(o) {
+                row.iter_mut().zip(&bias.data).for_each(|(v, b)| *v += self.scale * b);
+            }
+        }
     }
 
-    /// Backward: accumulates dA and dB (when trainable) and adds the branch's input gradient to `dx`.
-    /// `dh` is [N,r] scratch; `x_drop` is [N,I] scratch used when `drop` is active.
+    /// Backward: accumulates dA and dB (and the bias gradient) when trainable and adds the
+    /// branch's input gradient to `dx`. `dh` is [N,r] scratch; `x_drop` is [N,I] scratch used
+    /// when `drop` is active.
     #[allow(clippy::too_many_arguments)]
     pub fn backward(
         &mut self,
@@ -106,6 +169,11 @@ impl LoraLayer {
         drop: Dropout,
     ) {
         let (i, r, o) = self.dims();
+        if let Some(g) = self.bias.as_mut().and_then(|b| b.grad.as_deref_mut()) {
+            for row in dy[..n * o].chunks_exact(o) {
+                g.iter_mut().zip(row).for_each(|(g, d)| *g += self.scale * d);
+            }
+        }
         let dy = MatRef::new(&dy[..n * o], n, o);
         if let Some(gb) = self.b.grad.as_deref_mut() {
             matmul(MatMut::new(gb, r, o), MatRef::new(&h[..n * r], n, r).t(), dy, self.scale, 1.0, Threads::Pool);
@@ -151,6 +219,7 @@ impl LoraLayer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lora::Scaling;
     use crate::ops::testing::{check_gradient, dot, random_vec};
     use rand::SeedableRng;
 
@@ -160,8 +229,9 @@ mod tests {
 
     fn layer(scaling: Scaling) -> LoraLayer {
         let mut rng = rand::rngs::StdRng::seed_from_u64(0);
-        let mut l = LoraLayer::new("m", I, O, &LoraConfig { r: 3, alpha: 2.0, scaling, dropout: 0.0 }, &mut rng);
+        let mut l = LoraLayer::new("m", I, O, &LoraConfig { r: 3, alpha: 2.0, scaling, bias: true, ..Default::default() }, &mut rng);
         l.b.data = random_vec(3 * O, 9);
+        l.bias.as_mut().unwrap().data = random_vec(O, 10);
         l
     }
 
@@ -175,11 +245,11 @@ mod tests {
     fn initialisation_follows_the_convention() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let big = 4096;
-        let l = LoraLayer::new("m", big, 2, &LoraConfig { r: 4, alpha: 16.0, scaling: Scaling::Raschka, dropout: 0.0 }, &mut rng);
+        let l = LoraLayer::new("m", big, 2, &LoraConfig { r: 4, alpha: 16.0, scaling: Scaling::Raschka, ..Default::default() }, &mut rng);
         let std = (l.a.data.iter().map(|v| v * v).sum::<f32>() / l.a.numel() as f32).sqrt();
         assert!((std - 0.5).abs() < 0.02, "raschka A std {std}, want 1/sqrt(4)");
         assert!(l.b.data.iter().all(|v| *v == 0.0) && l.scale == 16.0);
-        let p = LoraLayer::new("m", big, 2, &LoraConfig { r: 4, alpha: 16.0, scaling: Scaling::Peft, dropout: 0.0 }, &mut rng);
+        let p = LoraLayer::new("m", big, 2, &LoraConfig { r: 4, alpha: 16.0, scaling: Scaling::Peft, ..Default::default() }, &mut rng);
         let bound = 1.0 / (big as f32).sqrt();
         assert!(p.a.data.iter().all(|v| v.abs() <= bound) && p.a.data.iter().any(|v| v.abs() > 0.9 * bound));
         assert_eq!(p.scale, 4.0);
@@ -216,12 +286,19 @@ mod tests {
                 m.b.data = b.to_vec();
                 dot(&out(&m, &x, drop), &probe)
             });
+            let gbias = g.bias.as_ref().unwrap().grad.clone().unwrap();
+            check_gradient("lora_B bias", &l.bias.as_ref().unwrap().data, &gbias, 1, |b| {
+                let mut m = l.clone();
+                m.bias.as_mut().unwrap().data = b.to_vec();
+                dot(&out(&m, &x, drop), &probe)
+            });
         }
     }
 
     #[test]
     fn delta_weight_equals_the_branch() {
-        let l = layer(Scaling::Raschka);
+        let mut l = layer(Scaling::Raschka);
+        l.bias = None;
         let x = random_vec(N * I, 1);
         let dw = l.delta_weight();
         let mut want = vec![0.0; N * O];

@@ -1,37 +1,15 @@
-//! `LinearWithLora`: a linear layer (weight [out, in], bias [out]) that may carry a LoRA update.
+//! `LinearWithLora`: a linear layer (weight [out, in], bias [out]) that may carry a LoRA update
+//! (plain, with a bias on lora_B, or DoRA: the math of each lives in [`crate::lora`]).
 //! Frozen base weights get no gradient buffer, so their backward is the input gradient alone.
 
 use crate::error::{Error, Result};
-use crate::lora::{LoraLayer, Role};
+pub use crate::lora::layer::{grow, LoraScratch};
+use crate::lora::{dora, init::initialise, Dora, LoraConfig, LoraLayer, Role};
 use crate::ops::dropout::Dropout;
 use crate::ops::linear::{linear_backward_with, linear_forward_with, Arith};
 use crate::ops::precision::{PackedWeight, Precision};
 use crate::param::Param;
 use std::sync::Arc;
-
-/// Scratch buffers a LoRA branch needs during backward (sized by the caller's buffer plan).
-#[derive(Default, Debug)]
-pub struct LoraScratch {
-    /// dh = dy·Bᵀ: [N, r].
-    pub dh: Vec<f32>,
-    /// Dropped-out input (or masked input gradient): [N, in].
-    pub x: Vec<f32>,
-}
-
-impl LoraScratch {
-    /// Grows the buffers to hold `n` rows of width `in_dim` at rank `r`.
-    pub fn ensure(&mut self, n: usize, in_dim: usize, r: usize) {
-        grow(&mut self.dh, n * r);
-        grow(&mut self.x, n * in_dim);
-    }
-}
-
-/// Grows `v` to at least `len` elements (never shrinks, so a steady state allocates nothing).
-pub fn grow(v: &mut Vec<f32>, len: usize) {
-    if v.len() < len {
-        v.resize(len, 0.0);
-    }
-}
 
 /// A linear layer with an optional LoRA branch.
 #[derive(Clone, Debug)]
@@ -86,8 +64,46 @@ impl Linear {
         base.push(&mut self.weight);
         base.extend(self.bias.as_mut());
         if let Some(l) = &mut self.lora {
-            loras.push(&mut l.a);
-            loras.push(&mut l.b);
+            loras.extend(l.params_mut());
+        }
+    }
+
+    /// The LoRA tensors (A, B, lora_B's bias, DoRA's magnitude), none without LoRA.
+    pub fn lora_params(&self) -> Vec<&Param> {
+        self.lora.as_ref().map_or_else(Vec::new, |l| l.params().collect())
+    }
+
+    /// Puts a fresh LoRA update on the layer, initialised per `cfg` (PiSSA and OLoRA turn the
+    /// weight into the residual; DoRA's magnitude starts at the row norms of the result).
+    pub fn add_lora(&mut self, cfg: &LoraConfig, rng: &mut impl rand::Rng) -> Result<()> {
+        self.remove_lora();
+        let (i, o) = (self.in_dim(), self.out_dim());
+        let init = cfg.init_kind();
+        let start = initialise(init, &self.path, &mut self.weight.data, o, i, cfg.r, cfg.scale(), rng)?;
+        let mut lora = LoraLayer::from_start(&self.path, i, o, start.clone(), cfg);
+        if init.mutates_base() {
+            lora.start = Some(start);
+        }
+        if cfg.dora {
+            lora.dora = Some(Dora::new(&self.path, &self.weight.data, &lora));
+        }
+        self.lora = Some(lora);
+        Ok(())
+    }
+
+    /// Takes the LoRA update off (unmerging it first), giving back W₀ where the initialisation
+    /// had turned the weight into a residual.
+    pub fn remove_lora(&mut self) {
+        self.unmerge();
+        if let Some(lora) = self.lora.take() {
+            if let Some(start) = &lora.start {
+                let mut first = lora.clone();
+                first.a.data.clone_from(&start.a);
+                first.b.data.clone_from(&start.b);
+                for (w, d) in self.weight.data.iter_mut().zip(first.delta_weight()) {
+                    *w += d;
+                }
+            }
         }
     }
 
@@ -117,8 +133,12 @@ impl Linear {
     /// y[N,out] = x·Wᵀ + b (+ scale·(x·A)·B, caching x·A in `h`).
     pub fn forward(&self, y: &mut [f32], h: &mut Vec<f32>, x: &[f32], x_drop: &mut Vec<f32>, n: usize, drop: Dropout) {
         let (i, o) = (self.in_dim(), self.out_dim());
+        let bias = self.bias.as_ref().map(|b| b.data.as_slice());
         let arith = Arith::of(self.precision, self.packed.as_deref(), &self.weight.data);
-        linear_forward_with(y, x, &self.weight.data, self.bias.as_ref().map(|b| b.data.as_slice()), n, i, o, arith);
+        if let Some(lora) = self.lora.as_ref().filter(|l| l.dora.is_some() && !l.merged) {
+            return dora::forward(y, h, x, x_drop, dora::Base { w: &self.weight.data, bias, arith }, lora, n, drop);
+        }
+        linear_forward_with(y, x, &self.weight.data, bias, n, i, o, arith);
         if let Some(lora) = &self.lora {
             grow(h, n * lora.rank());
             if drop.active() {
@@ -145,6 +165,17 @@ impl Linear {
         let (i, o) = (self.in_dim(), self.out_dim());
         let arith = Arith::of(self.precision, self.packed.as_deref(), &self.weight.data);
         let Linear { weight, bias, lora, .. } = self;
+        if let Some(lora) = lora.as_mut().filter(|l| l.dora.is_some() && !l.merged) {
+            return dora::backward(
+                dora::Grads { dx, accumulate_dx, dy, x, cache: h, arith },
+                scratch,
+                weight,
+                bias.as_mut(),
+                lora,
+                n,
+                drop,
+            );
+        }
         let mut dx = dx;
         linear_backward_with(
             dx.as_deref_mut(),
@@ -174,10 +205,35 @@ impl Linear {
             .then(|| Arc::new(PackedWeight::new(&self.weight.data, self.out_dim(), self.in_dim(), backward)));
     }
 
+    /// The weight and bias (None: unchanged) that merging would produce, and DoRA's norms.
+    #[allow(clippy::type_complexity)]
+    fn merged(&self) -> Result<Option<(Vec<f32>, Option<Vec<f32>>, Option<Vec<f32>>)>> {
+        let Some(lora) = self.lora.as_ref().filter(|l| !l.merged) else { return Ok(None) };
+        let (w, norm) = match &lora.dora {
+            Some(_) => {
+                let (w, n) = dora::merged_weight(&self.weight.data, lora);
+                (w, Some(n))
+            }
+            None => (self.weight.data.iter().zip(lora.delta_weight()).map(|(w, d)| w + d).collect(), None),
+        };
+        let b = match (&lora.bias, &self.bias) {
+            (Some(lb), Some(b)) => Some(b.data.iter().zip(&lb.data).map(|(b, l)| b + lora.scale * l).collect()),
+            (Some(_), None) => {
+                return Err(Error::LoraModule {
+                    module: self.path.clone(),
+                    message: "its lora_B bias cannot be merged because the layer has no bias (PEFT refuses too); keep the adapter unmerged"
+                        .into(),
+                })
+            }
+            (None, _) => None,
+        };
+        Ok(Some((w, b, norm)))
+    }
+
     /// Checks that merging the LoRA update would give finite weights (PEFT's `safe_merge`).
     pub fn check_merge(&self) -> Result<()> {
-        if let Some(lora) = self.lora.as_ref().filter(|l| !l.merged) {
-            let bad = self.weight.data.iter().zip(lora.delta_weight()).filter(|(w, d)| !(*w + d).is_finite()).count();
+        if let Some((w, b, _)) = self.merged()? {
+            let bad = w.iter().chain(b.iter().flatten()).filter(|v| !v.is_finite()).count();
             if bad > 0 {
                 return Err(Error::NonFiniteMerge { module: self.path.clone(), count: bad });
             }
@@ -185,12 +241,18 @@ impl Linear {
         Ok(())
     }
 
-    /// Adds the LoRA update into the weight (W += scale·(A·B)ᵀ); forward then skips the branch.
-    /// Callers that must not produce non-finite weights call [`Linear::check_merge`] first.
+    /// Puts the LoRA update into the weight (W += scale·(A·B)ᵀ; DoRA: W ← g ⊙ (W + ΔW); the
+    /// lora_B bias into the bias); forward then skips the branch. Callers that must not produce
+    /// non-finite weights call [`Linear::check_merge`] first (a merge it refuses does nothing).
     pub fn merge(&mut self) {
-        if let Some(lora) = self.lora.as_mut().filter(|l| !l.merged) {
-            for (w, d) in self.weight.data.iter_mut().zip(lora.delta_weight()) {
-                *w += d;
+        if let Ok(Some((w, b, norm))) = self.merged() {
+            self.weight.data = w;
+            if let (Some(b), Some(bias)) = (b, self.bias.as_mut()) {
+                bias.data = b;
+            }
+            let lora = self.lora.as_mut().expect("merged() found LoRA");
+            if let Some(d) = lora.dora.as_mut() {
+                d.merged_norm = norm;
             }
             lora.merged = true;
         }
@@ -199,8 +261,16 @@ impl Linear {
     /// Undoes [`Linear::merge`].
     pub fn unmerge(&mut self) {
         if let Some(lora) = self.lora.as_mut().filter(|l| l.merged) {
-            for (w, d) in self.weight.data.iter_mut().zip(lora.delta_weight()) {
-                *w -= d;
+            match lora.dora.as_mut().and_then(|d| d.merged_norm.take()) {
+                Some(n) => self.weight.data = dora::unmerged_weight(&self.weight.data, lora, &n),
+                None => {
+                    for (w, d) in self.weight.data.iter_mut().zip(lora.delta_weight()) {
+                        *w -= d;
+                    }
+                }
+            }
+            if let (Some(lb), Some(b)) = (&lora.bias, self.bias.as_mut()) {
+                b.data.iter_mut().zip(&lb.data).for_each(|(b, l)| *b -= lora.scale * l);
             }
             lora.merged = false;
         }
@@ -227,5 +297,73 @@ mod tests {
         lin.check_merge().unwrap();
         lin.merge();
         assert!(lin.weight.data.iter().any(|w| *w != 0.0));
+    }
+
+    fn layer(bias: bool, cfg: &LoraConfig) -> Linear {
+        let mut lin = if bias { Linear::new("m".into(), Role::Query, 6, 5) } else { Linear::without_bias("m".into(), Role::Query, 6, 5) };
+        lin.weight.data = crate::ops::testing::random_vec(30, 1);
+        if let Some(b) = lin.bias.as_mut() {
+            b.data = crate::ops::testing::random_vec(5, 2);
+        }
+        lin.add_lora(cfg, &mut rand::rngs::StdRng::seed_from_u64(3)).unwrap();
+        let l = lin.lora.as_mut().unwrap();
+        l.b.data = crate::ops::testing::random_vec(l.b.numel(), 4);
+        if let Some(b) = l.bias.as_mut() {
+            b.data = crate::ops::testing::random_vec(5, 5);
+        }
+        if let Some(d) = l.dora.as_mut() {
+            d.magnitude.data.iter_mut().for_each(|m| *m *= 1.3);
+        }
+        lin
+    }
+
+    fn out(lin: &Linear, x: &[f32]) -> Vec<f32> {
+        let mut y = vec![0.0; 4 * 5];
+        lin.forward(&mut y, &mut Vec::new(), x, &mut Vec::new(), 4, Dropout::OFF);
+        y
+    }
+
+    #[test]
+    fn every_variant_merges_to_the_same_outputs_and_unmerges_back() {
+        let x = crate::ops::testing::random_vec(24, 6);
+        for cfg in [
+            LoraConfig { r: 2, bias: true, ..Default::default() },
+            LoraConfig { r: 2, dora: true, ..Default::default() },
+            LoraConfig { r: 3, init: Some(crate::lora::Init::Pissa), dora: true, ..Default::default() },
+        ] {
+            let mut lin = layer(true, &cfg);
+            let (w, b, want) = (lin.weight.data.clone(), lin.bias.clone().unwrap().data, out(&lin, &x));
+            lin.check_merge().unwrap();
+            lin.merge();
+            assert!(crate::ops::testing::max_abs_diff(&out(&lin, &x), &want) < 1e-5, "{cfg:?}");
+            lin.unmerge();
+            assert!(crate::ops::testing::max_abs_diff(&lin.weight.data, &w) < 1e-5, "{cfg:?}");
+            assert!(crate::ops::testing::max_abs_diff(&lin.bias.as_ref().unwrap().data, &b) < 1e-6, "{cfg:?}");
+        }
+    }
+
+    #[test]
+    fn a_lora_bias_without_a_base_bias_cannot_merge() {
+        let mut lin = layer(false, &LoraConfig { r: 2, bias: true, ..Default::default() });
+        let e = lin.check_merge().unwrap_err().to_string();
+        assert!(e.contains("no bias") && e.contains("unmerged"), "{e}");
+        let w = lin.weight.data.clone();
+        lin.merge();
+        assert_eq!(lin.weight.data, w, "a refused merge changes nothing");
+    }
+
+    #[test]
+    fn removing_a_residual_init_gives_the_base_weight_back() {
+        let mut lin = layer(true, &LoraConfig { r: 2, ..Default::default() });
+        let w0 = lin.weight.data.clone();
+        lin.add_lora(
+            &LoraConfig { r: 3, init: Some(crate::lora::Init::Olora), ..Default::default() },
+            &mut rand::rngs::StdRng::seed_from_u64(0),
+        )
+        .unwrap();
+        assert!(crate::ops::testing::max_abs_diff(&lin.weight.data, &w0) > 0.1, "OLoRA made a residual");
+        lin.merge();
+        lin.remove_lora();
+        assert!(lin.lora.is_none() && crate::ops::testing::max_abs_diff(&lin.weight.data, &w0) < 1e-5);
     }
 }

@@ -296,8 +296,8 @@ impl Model {
         }
     }
 
-    /// Every parameter: base ones in [`Model::base_params`] order, then every LoRA A and B (the
-    /// optimizer's order).
+    /// Every parameter: base ones in [`Model::base_params`] order, then every LoRA tensor (A, B,
+    /// lora_B's bias, DoRA's magnitude; the optimizer's order).
     pub fn params_mut(&mut self) -> Vec<&mut Param> {
         match self {
             Model::Bert(m) => m.params_mut(),
@@ -305,7 +305,8 @@ impl Model {
         }
     }
 
-    /// Every parameter including LoRA, read-only, in [`Model::params_mut`] order.
+    /// Every parameter including LoRA, read-only, in [`Model::params_mut`] order (base ones,
+    /// then each linear's LoRA tensors: the same for every architecture).
     pub fn params(&self) -> Vec<&Param> {
         match self {
             Model::Bert(m) => m.params(),

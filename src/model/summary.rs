@@ -1,5 +1,6 @@
 //! Pieces of a printable module tree in the style of PyTorch's `print(model)`, showing
-//! `LinearWithLoRA` where LoRA sits and marking what trains; each architecture assembles its own.
+//! `LinearWithLoRA` where LoRA sits (a `DoRALayer` for DoRA, with lora_bias and a residual base
+//! marked) and marking what trains; each architecture assembles its own.
 
 use super::{LayerNorm, Linear};
 
@@ -18,13 +19,24 @@ pub(crate) fn linear(name: &str, l: &Linear, ind: &str) -> String {
     let base = format!("Linear(in_features={}, out_features={}, bias={bias})", l.in_dim(), l.out_dim());
     match &l.lora {
         None => format!("{ind}({name}): {base}{}\n", mark(l.weight.trainable())),
-        Some(lora) => format!(
-            "{ind}({name}): LinearWithLoRA(\n{ind}  (linear): {base}{}\n{ind}  (lora): LoRALayer(rank={}, scale={}){}\n{ind})\n",
-            mark(l.weight.trainable()),
-            lora.rank(),
-            lora.scale,
-            mark(lora.a.trainable())
-        ),
+        Some(lora) => {
+            let mut extra = String::new();
+            if lora.bias.is_some() {
+                extra += ", lora_bias=True";
+            }
+            if lora.start.is_some() {
+                extra += ", base=residual";
+            }
+            let kind = match &lora.dora {
+                Some(d) => format!("DoRALayer(rank={}, scale={}, magnitude=[{}]{extra})", lora.rank(), lora.scale, d.magnitude.numel()),
+                None => format!("LoRALayer(rank={}, scale={}{extra})", lora.rank(), lora.scale),
+            };
+            format!(
+                "{ind}({name}): LinearWithLoRA(\n{ind}  (linear): {base}{}\n{ind}  (lora): {kind}{}\n{ind})\n",
+                mark(l.weight.trainable()),
+                mark(lora.a.trainable())
+            )
+        }
     }
 }
 

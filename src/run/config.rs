@@ -182,6 +182,7 @@ impl TrainConfig {
         if self.task == Task::Classification && (self.chat_template.is_some() || self.train_on_prompt) {
             return bad("--chat-template and --train-on-prompt are causal-LM options; add --task causal-lm".into());
         }
+        self.plan.patterns.validate()?;
         self.plan.lora.validate()
     }
 }

@@ -41,6 +41,7 @@ pub fn export(
                 labels,
                 tokenizer_dir: tok_dir,
                 lora: (cfg.plan.mode == TrainMode::Lora).then_some(cfg.plan.lora),
+                patterns: Some(&cfg.plan.patterns),
             };
             save_adapter(model, &out.map_or_else(|| run_dir.join("adapter"), Path::to_path_buf), &info)
         }

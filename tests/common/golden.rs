@@ -63,7 +63,13 @@ pub fn build(case: &str) -> (Model, Batch, Value, TensorFile) {
             "peft" => Scaling::Peft,
             _ => Scaling::Rslora,
         };
-        plan.lora = LoraConfig { r: l["r"].as_u64().unwrap() as usize, alpha: l["alpha"].as_f64().unwrap() as f32, scaling, dropout: 0.0 };
+        plan.lora = LoraConfig {
+            r: l["r"].as_u64().unwrap() as usize,
+            alpha: l["alpha"].as_f64().unwrap() as f32,
+            scaling,
+            dropout: 0.0,
+            ..Default::default()
+        };
         let names = l.get("peft_target_modules").unwrap_or(&l["modules"]).clone();
         plan.targets = TargetModules::Names(serde_json::from_value(names).unwrap());
         let injected = plan.apply(&mut model).unwrap();

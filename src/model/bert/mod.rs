@@ -154,8 +154,8 @@ impl Encoder {
         v
     }
 
-    /// Every parameter, base ones in [`Encoder::base_params`] order followed by every LoRA A and B
-    /// (the optimizer's order).
+    /// Every parameter, base ones in [`Encoder::base_params`] order followed by every LoRA tensor
+    /// (A, B, lora_B's bias, DoRA's magnitude; the optimizer's order).
     pub fn params_mut(&mut self) -> Vec<&mut Param> {
         let (mut base, mut loras) = (Vec::new(), Vec::new());
         self.collect_params_mut(&mut base, &mut loras);
@@ -185,10 +185,7 @@ impl Encoder {
     pub fn params(&self) -> Vec<&Param> {
         let mut v = self.base_params();
         for lin in self.linears() {
-            if let Some(l) = &lin.lora {
-                v.push(&l.a);
-                v.push(&l.b);
-            }
+            v.extend(lin.lora_params());
         }
         v
     }

@@ -248,10 +248,7 @@ impl Decoder {
     pub fn params(&self) -> Vec<&Param> {
         let mut v = self.base_params();
         for lin in self.linears() {
-            if let Some(l) = &lin.lora {
-                v.push(&l.a);
-                v.push(&l.b);
-            }
+            v.extend(lin.lora_params());
         }
         v
     }
