@@ -6,6 +6,7 @@ pub mod bench;
 pub mod compare;
 pub mod eval;
 pub mod export;
+pub mod generate;
 pub mod inspect;
 pub mod predict;
 pub mod sweep;
@@ -43,6 +44,8 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Classify texts with a model and optional adapters.
     Predict(predict::PredictArgs),
+    /// Generate text with a decoder (and adapters): greedy or sampled, streamed, with a KV cache.
+    Generate(generate::GenerateArgs),
     /// Write a run's adapter (PEFT format) or full model to a folder.
     Export(export::ExportArgs),
     /// Merge an adapter into its base model and write a full Hugging Face model folder.
@@ -85,6 +88,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Compare(a) => compare::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Predict(a) => predict::run(a),
+        Command::Generate(a) => generate::run(a),
         Command::Export(a) => export::run_export(a),
         Command::Merge(a) => export::run_merge(a),
         Command::Bench(a) => bench::run(a),

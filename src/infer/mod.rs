@@ -1,9 +1,12 @@
 //! Inference: evaluating a model on labelled examples ([`evaluate`]: logits, accuracy, confusion,
-//! per-class metrics), a causal language model on its examples ([`lm_eval`]: loss, perplexity)
-//! and classifying texts with a base model and adapters ([`predict`]).
+//! per-class metrics), a causal language model on its examples ([`lm_eval`]: loss, perplexity),
+//! classifying texts with a base model and adapters ([`predict`]), and generating text with a
+//! decoder ([`generate`], chat prompts by [`chat`]).
 
+pub mod chat;
 pub mod evaluate;
 pub mod lm_eval;
+pub mod generate;
 pub mod predict;
 
 pub use evaluate::{evaluate, metrics, predict_logits, Metrics};

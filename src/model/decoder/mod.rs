@@ -416,6 +416,14 @@ impl Decoder {
         lm_loss(&pooled[..m * c], self.output_weight(), targets, c, v, scale, dh, lm_scratch, self.output_arith())
     }
 
+    /// The language-model head's product over final-normed rows: `logits` [R, V] = `normed`
+    /// [R, C] · Wᵀ, W the output weight (lm_head's, or the tied token embedding), in the model's
+    /// arithmetic (incremental decoding).
+    pub fn lm_head_forward(&self, logits: &mut [f32], normed: &[f32], r: usize) {
+        let (c, v) = (self.config.dim, self.config.vocab_size);
+        crate::ops::linear::linear_forward_with(logits, normed, self.output_weight(), None, r, c, v, self.output_arith());
+    }
+
     /// Logits [R, V] of the language-model head at `rows` of the last forward pass's final
     /// hidden state (generation and tests); `acts.hidden` must hold it (an inference pass).
     pub fn lm_logits(&self, acts: &DecoderActs, rows: &[usize], keep: bool) -> Vec<f32> {

@@ -18,6 +18,8 @@
 mod avx512;
 pub mod bench;
 #[cfg(target_arch = "x86_64")]
+mod gemv;
+#[cfg(target_arch = "x86_64")]
 mod native;
 pub mod pack;
 pub mod peak;
@@ -183,7 +185,12 @@ pub fn matmul_packed_with(kernel: Kernel, out: MatMut<'_>, a: MatRef<'_>, b: &Pa
         Kernel::Avx512Bf16 => {
             assert!(native_available(), "the avx512bf16 kernel needs AVX512_BF16");
             #[cfg(target_arch = "x86_64")]
-            native::gemm(out, a, b.panels(), alpha, beta, threads);
+            if a.rows == 1 && a.cs == 1 && out.cs == 1 {
+                // One row (a decoding step): the matrix-vector kernel.
+                gemv::gemv_packed(&mut out.data[..n], &a.data[..k], b, alpha, beta);
+            } else {
+                native::gemm(out, a, b.panels(), alpha, beta, threads);
+            }
         }
     }
 }
