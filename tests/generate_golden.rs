@@ -80,7 +80,7 @@ fn add_lora(model: &mut Model) {
             &lin.path,
             lin.in_dim(),
             lin.out_dim(),
-            &LoraConfig { r: 2, alpha: 4.0, scaling: Scaling::Peft, dropout: 0.0 },
+            &LoraConfig { r: 2, alpha: 4.0, scaling: Scaling::Peft, dropout: 0.0, ..Default::default() },
             &mut rng,
         );
         l.b.data.iter_mut().for_each(|v| *v = rng.random_range(-0.05..0.05));

@@ -103,7 +103,7 @@ fn max_diff(a: &[f32], b: &[f32]) -> (f32, f32) {
 /// projections and lm_head, at rank 3 with the seed's raschka scaling (scale = alpha = 16).
 fn tiny_llama_with_lora() -> Model {
     let (mut m, _) = Model::from_pretrained(&fixture("golden/tiny-llama"), &lm()).unwrap();
-    let cfg = LoraConfig { r: 3, alpha: 16.0, scaling: Scaling::Raschka, dropout: 0.0 };
+    let cfg = LoraConfig { r: 3, alpha: 16.0, scaling: Scaling::Raschka, dropout: 0.0, ..Default::default() };
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     for lin in m.linears_mut() {
         let mut l = LoraLayer::new(&lin.path, lin.in_dim(), lin.out_dim(), &cfg, &mut rng);
@@ -191,9 +191,14 @@ fn tiny_llama_adapter_equals_the_peft_adapter_and_merges_exactly() {
     // The PEFT adapter, as lowrank writes it for PEFT (lora_alpha = 16 · 3 = 48).
     let peft_dir = dir.path().join("peft");
     let labels = LabelMap::new(vec!["a".into(), "b".into()]).unwrap();
-    let lora = LoraConfig { r: 3, alpha: 16.0, scaling: Scaling::Raschka, dropout: 0.0 };
-    let info =
-        AdapterInfo { base_model: "tiny-llama".into(), labels: &labels, tokenizer_dir: &fixture("golden/tiny-llama"), lora: Some(lora) };
+    let lora = LoraConfig { r: 3, alpha: 16.0, scaling: Scaling::Raschka, dropout: 0.0, ..Default::default() };
+    let info = AdapterInfo {
+        base_model: "tiny-llama".into(),
+        labels: Some(&labels),
+        tokenizer_dir: &fixture("golden/tiny-llama"),
+        lora: Some(lora),
+        patterns: None,
+    };
     save_adapter(&model, &peft_dir, &info).unwrap();
     let peft = TensorFile::read(&peft_dir.join("adapter_model.safetensors")).unwrap();
 

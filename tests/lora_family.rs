@@ -401,7 +401,7 @@ fn adapters_written_by_peft_load_and_round_trip() {
         let labels = LabelMap::new((0..m.num_labels()).map(|i| format!("c{i}")).collect()).unwrap();
         let info = AdapterInfo {
             base_model: name.into(),
-            labels: &labels,
+            labels: Some(&labels),
             tokenizer_dir: tmp.path(),
             lora: Some(lowrank::adapter::read_adapter(&dir).unwrap().lora_config()),
             patterns: None,

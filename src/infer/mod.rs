@@ -5,8 +5,8 @@
 
 pub mod chat;
 pub mod evaluate;
-pub mod lm_eval;
 pub mod generate;
+pub mod lm_eval;
 pub mod predict;
 
 pub use evaluate::{evaluate, metrics, predict_logits, Metrics};

@@ -41,7 +41,7 @@ fn read(w: &crate::gguf::GgufWriter) -> GgufFile {
 }
 
 fn raschka(r: usize) -> LoraConfig {
-    LoraConfig { r, alpha: 16.0, scaling: Scaling::Raschka, dropout: 0.0 }
+    LoraConfig { r, alpha: 16.0, scaling: Scaling::Raschka, dropout: 0.0, ..Default::default() }
 }
 
 #[test]
@@ -175,7 +175,7 @@ fn llama_adapter_is_in_llama_cpps_layout_with_q_and_k_permuted() {
 
 #[test]
 fn qwen2_and_gpt2_adapters_are_not_permuted() {
-    let peft = LoraConfig { r: 4, alpha: 8.0, scaling: Scaling::Peft, dropout: 0.0 };
+    let peft = LoraConfig { r: 4, alpha: 8.0, scaling: Scaling::Peft, dropout: 0.0, ..Default::default() };
     let qwen = model_with_lora(LLAMA, &[("model_type", "qwen2".into())], peft);
     let (w, s) = adapter_writer(&qwen).unwrap();
     assert_eq!((s.arch, s.alpha, s.scale), ("qwen2", 8.0, 2.0));

@@ -171,7 +171,7 @@ fn layer_step(layer: &DecoderLayer, l: usize, cache: &mut KvCache, at: Span, buf
     grow(probs, p);
     grow(ctx, n * qd);
     let (kc, vc) = cache.layer(l, total);
-    attention_forward(ctx, &mut probs[..p], probs_drop, &q[..n * qd], kc, vc, &[span], heads, Dropout::OFF);
+    attention_forward(ctx, &mut probs[..p], probs_drop, &q[..n * qd], kc, vc, &[span], heads, Dropout::OFF, layer.o.precision);
     grow(h1, n * c);
     layer.o.forward(h1, lora_h, &ctx[..n * qd], lora_x, n, Dropout::OFF);
     add_into(&mut h1[..n * c], x);
