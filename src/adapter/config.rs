@@ -20,6 +20,10 @@ pub struct LowrankExtra {
     pub alpha: f32,
     /// lowrank's version.
     pub version: String,
+    /// The base model's shape (layers, width, heads, vocabulary), checked when the adapter is
+    /// applied ([`crate::guard::fit`]); absent in adapters written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<Value>,
 }
 
 /// The fields of adapter_config.json that matter to lowrank.

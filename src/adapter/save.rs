@@ -116,6 +116,7 @@ pub fn save_adapter(model: &Model, dir: &Path, info: &AdapterInfo<'_>) -> Result
         scaling: lora.scaling,
         alpha: lora.alpha,
         version: env!("CARGO_PKG_VERSION").into(),
+        base: Some(crate::guard::fit::base_shape(model.config())),
     };
     write_folder(dir, |tmp| {
         let tensors: Vec<OutTensor<'_>> = owned.iter().map(|(n, s, d)| OutTensor { name: n.clone(), shape: s.clone(), data: d }).collect();

@@ -172,6 +172,23 @@ fn cpu_name() -> String {
         .unwrap_or_default()
 }
 
+/// What trains in the workload: LoRA (PEFT scaling) on query + value or on every encoder linear,
+/// or the mode's parameters.
+pub fn bench_plan(w: &Workload) -> Result<TrainPlan> {
+    let flags = match w.targets.as_str() {
+        "qv" => SeedFlags::query_value(),
+        "all" => SeedFlags { query: true, key: true, value: true, projection: true, mlp: true, head: false },
+        other => return Err(Error::InvalidOption(format!("--targets {other:?}: use qv or all"))),
+    };
+    Ok(TrainPlan {
+        mode: w.mode,
+        lora: LoraConfig { r: w.lora_r, alpha: w.lora_alpha, scaling: Scaling::Peft, dropout: 0.0 },
+        targets: TargetModules::Flags(flags),
+        modules_to_save: vec![],
+        seed: w.seed,
+    })
+}
+
 /// Builds the benchmark model: random N(0, 0.02) weights, LayerNorm γ = 1, what trains per the workload.
 pub fn bench_model(w: &Workload) -> Result<Model> {
     let cfg = bench_config(&w.config)?;
@@ -184,18 +201,7 @@ pub fn bench_model(w: &Workload) -> Result<Model> {
             p.data.iter_mut().for_each(|v| *v = normal.sample(&mut rng));
         }
     }
-    let flags = match w.targets.as_str() {
-        "qv" => SeedFlags::query_value(),
-        "all" => SeedFlags { query: true, key: true, value: true, projection: true, mlp: true, head: false },
-        other => return Err(Error::InvalidOption(format!("--targets {other:?}: use qv or all"))),
-    };
-    let plan = TrainPlan {
-        mode: w.mode,
-        lora: LoraConfig { r: w.lora_r, alpha: w.lora_alpha, scaling: Scaling::Peft, dropout: 0.0 },
-        targets: TargetModules::Flags(flags),
-        modules_to_save: vec![],
-        seed: w.seed,
-    };
+    let plan = bench_plan(w)?;
     plan.apply(&mut model)?;
     // Non-zero B, as after some training.
     for lin in model.linears_mut() {
@@ -224,7 +230,9 @@ pub fn run(w: &Workload) -> Result<BenchResult> {
     }
     let cfg = model.config().clone();
     let mut rng = rand::rngs::StdRng::seed_from_u64(w.seed ^ 1);
-    let seqs: Vec<Vec<u32>> = (0..w.batch).map(|_| (0..w.seq).map(|_| rng.random_range(1000..cfg.vocab_size as u32)).collect()).collect();
+    let seqs: Vec<Vec<u32>> = (0..w.batch)
+        .map(|_| (0..w.seq).map(|_| rng.random_range(1000.min(cfg.vocab_size as u32 - 1)..cfg.vocab_size as u32)).collect())
+        .collect();
     let labels: Vec<usize> = (0..w.batch).map(|i| i % 2).collect();
     let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
     let batch = Batch::pack(&refs, &labels, None, 0);

@@ -2,7 +2,6 @@
 //! per-class precision / recall / F1.
 
 use crate::data::{self, encode, ReadOptions};
-use crate::infer::evaluate;
 use crate::model::Activations;
 use crate::run::load_trained;
 use clap::Args;
@@ -27,6 +26,10 @@ pub struct EvalArgs {
     /// Print the metrics as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Where to write the metrics file (default: eval-<data name>.json in the run folder; if that
+    /// cannot be written, a warning says so: the metrics are printed first either way).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 /// Runs `lowrank eval`.
@@ -42,16 +45,33 @@ pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
         },
     )?;
     let enc = encode(&ds, &t.tokenizer)?;
+    crate::guard::check_token_ids(&enc.ids, t.model.config(), &t.tokenizer.source.display().to_string())?;
+    let longest = enc.ids.iter().map(Vec::len).max().unwrap_or(1);
+    let estimate = crate::guard::memory::inference(&t.model, 64, longest);
+    crate::guard::memory::check("this evaluation", &estimate, "lower the run's max_length")?;
     let mut acts = Activations::default();
-    let m = evaluate(&t.model, &mut acts, &enc.ids, &enc.labels, t.labels.names(), 64, t.tokenizer.pad_id);
+    let logits = crate::infer::predict_logits(&t.model, &mut acts, &enc.ids, 64, t.tokenizer.pad_id, &mut |_| {});
+    crate::guard::check_logits(&logits, t.model.num_labels(), &a.data.display().to_string())?;
+    let m = crate::infer::metrics(&logits, &enc.labels, t.labels.names());
+    print_metrics(&a, &m, t.labels.names())?;
     let stem = a.data.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "data".into());
-    crate::fsutil::write_json(&a.run.join(format!("eval-{stem}.json")), &serde_json::json!({"data": a.data, "metrics": m}))?;
+    let file = a.out.clone().unwrap_or_else(|| a.run.join(format!("eval-{stem}.json")));
+    let written = crate::fsutil::lock::Lock::file(&file, "eval output")
+        .and_then(|_lock| crate::fsutil::write_json(&file, &serde_json::json!({"data": a.data, "metrics": m})));
+    match written {
+        Ok(()) => eprintln!("wrote {}", file.display()),
+        Err(e) if a.out.is_none() => eprintln!("warning: the metrics above were not saved ({e}); pass --out FILE to write them elsewhere"),
+        Err(e) => return Err(e.into()),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_metrics(a: &EvalArgs, m: &crate::infer::Metrics, names: &[String]) -> anyhow::Result<()> {
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&m)?);
-        return Ok(ExitCode::SUCCESS);
+        println!("{}", serde_json::to_string_pretty(m)?);
+        return Ok(());
     }
     println!("{}: accuracy {:.2}% on {} examples (loss {:.4})", a.data.display(), 100.0 * m.accuracy, m.n, m.loss);
-    let names = t.labels.names();
     let w = names.iter().map(String::len).max().unwrap_or(5).max(9);
     println!("\nconfusion (rows: true, columns: predicted)");
     print!("{:>w$}", "");
@@ -70,5 +90,5 @@ pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
     for c in &m.per_class {
         println!("{:>w$} {:>9.4} {:>9.4} {:>9.4} {:>9}", c.label, c.precision, c.recall, c.f1, c.support);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

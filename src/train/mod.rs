@@ -5,6 +5,7 @@
 pub mod export;
 pub mod plot;
 pub mod run;
+mod start;
 pub mod step;
 
 pub use run::{train, Outcome, Summary};
