@@ -214,8 +214,10 @@ pub fn apply_options(cfg: &mut TrainConfig, given: &[(&'static str, Value)]) -> 
     if cfg.plan.mode != crate::plan::TrainMode::Lora && !lora_given.is_empty() {
         let mode = serde_json::to_value(cfg.plan.mode).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
         return Err(Error::InvalidOption(format!(
-            "{} only apply to --mode lora, but the mode is {mode}, where no LoRA is trained: drop them, or use --mode lora",
-            lora_given.join(", ")
+            "{} {} only to --mode lora, but the mode is {mode}, where no LoRA is trained: drop {}, or use --mode lora",
+            lora_given.join(", "),
+            if lora_given.len() == 1 { "applies" } else { "apply" },
+            if lora_given.len() == 1 { "it" } else { "them" }
         )));
     }
     Ok(())
@@ -289,7 +291,7 @@ mod tests {
             [&["--mode", "full", "--lora-r", "16"][..], &["--mode", "last-layers", "--lora-mlp"], &["--lora-alpha", "4", "--mode", "full"]]
         {
             let e = cfg(args).unwrap_err().to_string();
-            assert!(e.contains("only apply to --mode lora") && e.contains("--lora-"), "{args:?}: {e}");
+            assert!(e.contains("only to --mode lora") && e.contains("--lora-"), "{args:?}: {e}");
         }
         let c = cfg(&["--mode", "full", "--lr", "1e-5"]).unwrap();
         assert_eq!(c.plan.mode, crate::plan::TrainMode::Full);
