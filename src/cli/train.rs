@@ -62,7 +62,29 @@ pub fn config(a: &TrainArgs) -> anyhow::Result<TrainConfig> {
 pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
     let stop = super::interrupt_flag();
     let (cfg, dir, resume) = match &a.resume {
-        Some(dir) => (TrainConfig::default(), dir.clone(), true),
+        Some(dir) => {
+            let mut ignored: Vec<String> =
+                [&a.plan.0 .0, &a.lp.0 .0].iter().flat_map(|g| g.iter()).map(|(n, _)| format!("--{}", n.replace('_', "-"))).collect();
+            for (flag, given) in [
+                ("--model", a.model.model.is_some()),
+                ("--data", a.data.data.is_some()),
+                ("--train", a.data.train.is_some()),
+                ("--adapter", a.adapter.is_some()),
+            ] {
+                if given {
+                    ignored.push(flag.into());
+                }
+            }
+            if !ignored.is_empty() {
+                return Err(crate::error::Error::InvalidOption(format!(
+                    "--resume continues the run exactly as its config.json says, so {} would be ignored: drop {}, or start a new run with --out",
+                    ignored.join(", "),
+                    if ignored.len() == 1 { "it" } else { "them" }
+                ))
+                .into());
+            }
+            (TrainConfig::default(), dir.clone(), true)
+        }
         None => (config(&a)?, a.out.clone().expect("clap requires --out"), false),
     };
     match train(&cfg, &dir, resume, &stop, &super::log).with_context(|| format!("training run {}", dir.display()))? {

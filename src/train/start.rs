@@ -113,6 +113,12 @@ pub(crate) fn configure(cfg: &TrainConfig, dir: &RunDir, resume: bool, startup: 
         cfg.check_inputs(&dir.0, !dir.labels().exists())?;
         return Ok(cfg);
     }
+    if dir.config().exists() && crate::fsutil::read_json::<TrainConfig>(&dir.config(), "run config.json").is_err() {
+        return Err(Error::OutputConflict {
+            path: dir.0.clone(),
+            message: "the folder already holds files, and its config.json is not a lowrank run's (a model folder?); lowrank never overwrites what it did not write: choose a new or empty folder".into(),
+        });
+    }
     if dir.config().exists() {
         return Err(Error::InvalidOption(format!(
             "{} already holds a run ({}); continue it with --resume {0}, or choose another --out",
