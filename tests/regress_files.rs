@@ -300,3 +300,18 @@ fn class5_eval_prints_first_and_a_sweep_keeps_no_stale_storage() {
     let e = lowrank_refuses(&strs(&bad));
     assert!(e.contains("trials are in") && e.contains("SQLite"), "{e}");
 }
+
+#[test]
+fn class1_eval_never_writes_over_its_data_or_the_run() {
+    let d = tempfile::tempdir().unwrap();
+    let st = setup(d.path());
+    let run = d.path().join("run");
+    lowrank_ok(&strs(&st.train_args(&run, &[])));
+    let before = (snapshot(&run), std::fs::read(&st.val).unwrap());
+    for out in [st.val.clone(), run.join("config.json"), run.join("summary.json"), run.clone()] {
+        let e = lowrank_refuses(&["eval", "--run", s(&run), "--data", s(&st.val), "--out", s(&out)]);
+        assert!(e.contains("choose another file"), "{}: {e}", out.display());
+    }
+    assert_eq!((snapshot(&run), std::fs::read(&st.val).unwrap()), before);
+    lowrank_ok(&["eval", "--run", s(&run), "--data", s(&st.val), "--out", s(&run.join("eval-val.json"))]);
+}

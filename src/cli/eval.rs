@@ -56,14 +56,40 @@ pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
     print_metrics(&a, &m, t.labels.names())?;
     let stem = a.data.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "data".into());
     let file = a.out.clone().unwrap_or_else(|| a.run.join(format!("eval-{stem}.json")));
-    let written = crate::fsutil::lock::Lock::file(&file, "eval output")
-        .and_then(|_lock| crate::fsutil::write_json(&file, &serde_json::json!({"data": a.data, "metrics": m})));
+    let written = refuse_input_as_output(&file, &a).and_then(|()| {
+        crate::fsutil::lock::Lock::file(&file, "eval output")
+            .and_then(|_lock| crate::fsutil::write_json(&file, &serde_json::json!({"data": a.data, "metrics": m})))
+    });
     match written {
         Ok(()) => eprintln!("wrote {}", file.display()),
         Err(e) if a.out.is_none() => eprintln!("warning: the metrics above were not saved ({e}); pass --out FILE to write them elsewhere"),
         Err(e) => return Err(e.into()),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The metrics file may not be the data or a file of the run (other than an eval-*.json).
+fn refuse_input_as_output(file: &std::path::Path, a: &EvalArgs) -> crate::error::Result<()> {
+    use crate::fsutil::out::resolve;
+    let target = resolve(file);
+    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let in_run = target.parent() == Some(resolve(&a.run).as_path());
+    let clash = if target == resolve(&a.data) {
+        Some("it is the --data file")
+    } else if target.is_dir() {
+        Some("it is a folder")
+    } else if in_run && target.exists() && !(name.starts_with("eval-") && name.ends_with(".json")) {
+        Some("it is one of the run's own files")
+    } else {
+        None
+    };
+    match clash {
+        Some(why) => Err(crate::error::Error::OutputConflict {
+            path: file.to_path_buf(),
+            message: format!("{why}; writing the metrics there would replace it: choose another file"),
+        }),
+        None => Ok(()),
+    }
 }
 
 fn print_metrics(a: &EvalArgs, m: &crate::infer::Metrics, names: &[String]) -> anyhow::Result<()> {

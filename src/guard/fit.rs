@@ -2,12 +2,12 @@
 //! on another base often still loads (the module names exist, the shapes happen to agree) and then
 //! gives wrong answers without a word; these checks catch what the files can tell:
 //!
-//! - `adapter_config.json`'s `target_modules` must select exactly the modules that
-//!   `adapter_model.safetensors` has LoRA tensors for (an edited or mixed-up folder otherwise);
 //! - lowrank's own adapters record the base's shape (`lowrank.json`: layers, width, heads,
 //!   vocabulary): a different shape is an error;
 //! - `base_model_name_or_path`: a local folder whose config.json has another shape is an error;
 //!   a name that matches neither the base folder nor its `_name_or_path` is a warning;
+//! - `adapter_config.json`'s `target_modules` must select exactly the modules that
+//!   `adapter_model.safetensors` has LoRA tensors for (an edited or mixed-up folder otherwise);
 //! - a PEFT adapter whose LoRA covers layers 0..k of a module while the base has more such layers
 //!   was probably trained on a shallower model: a warning;
 //! - a base without a trained classification head needs the adapter to carry one, or predictions
@@ -105,14 +105,54 @@ pub fn check_adapter(dir: &Path, base: &Path, model: &Model, needs_head: bool) -
         };
     }
 
-    // 1. target_modules against the tensors.
+    // 1. The base's shape lowrank recorded.
+    let shape = base_shape(model.config());
+    let recorded = files.lowrank.as_ref().and_then(|l| l.base.clone());
+    if let Some(rec) = &recorded {
+        let diff = shape_differences(rec, &shape);
+        if !diff.is_empty() {
+            return Err(bad(format!(
+                "it was trained on another base model: {}; apply it to the base it was trained on ({})",
+                diff.join(", "),
+                files.config.base_model_name_or_path.as_deref().unwrap_or("see adapter_config.json")
+            )));
+        }
+    }
+
+    // 2. base_model_name_or_path.
+    if let Some(name) = files.config.base_model_name_or_path.as_deref().filter(|n| !n.trim().is_empty()) {
+        let recorded_dir = Path::new(name);
+        if recorded_dir.join("config.json").exists() {
+            if let Ok(cfg) = ModelConfig::load(recorded_dir) {
+                let diff = shape_differences(&base_shape(&cfg), &shape);
+                if !diff.is_empty() {
+                    return Err(bad(format!("it was trained on {name}, a different model ({}); apply it to that base", diff.join(", "))));
+                }
+            }
+        } else if !name_refers_to(name, base, model.config()) {
+            warnings.push(format!(
+                "warning: adapter {} was trained on {name:?}, and the base here is {}: if that is not the same model, its predictions are wrong",
+                dir.display(),
+                base.display()
+            ));
+        }
+    }
+
+    // 3. target_modules against the tensors.
     let target = &files.config.target_modules;
     let exclude = files.config.other.get("exclude_modules").cloned().unwrap_or(Value::Null);
     if target.as_str() != Some("dummy-target-modules") && !target.is_null() {
         if let Some(sel) = selected(target, &exclude, &modules) {
             let sel: BTreeSet<String> = sel.into_iter().filter(|m| !saved.contains(&format!("{m}.weight"))).collect();
             let extra: Vec<&String> = with_lora.iter().filter(|m| known.contains(m.as_str()) && !sel.contains(*m)).collect();
-            let missing: Vec<&String> = sel.iter().filter(|m| !with_lora.contains(*m)).collect();
+            // Modules of layers the adapter has no LoRA on at all are a deeper base (warned about
+            // below; PEFT leaves them at zero too), not a disagreement.
+            let covered: BTreeSet<usize> = with_lora.iter().filter_map(|m| layer_pattern(m).map(|(_, i)| i)).collect();
+            let missing: Vec<&String> = sel
+                .iter()
+                .filter(|m| !with_lora.contains(*m))
+                .filter(|m| layer_pattern(m).is_none_or(|(_, i)| covered.contains(&i)))
+                .collect();
             if !extra.is_empty() || !missing.is_empty() {
                 let list = |v: &[&String]| v.iter().take(4).map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
                 let mut parts = Vec::new();
@@ -131,39 +171,6 @@ pub fn check_adapter(dir: &Path, base: &Path, model: &Model, needs_head: bool) -
                     parts.join("; ")
                 )));
             }
-        }
-    }
-
-    // 2. The base's shape lowrank recorded.
-    let shape = base_shape(model.config());
-    let recorded = files.lowrank.as_ref().and_then(|l| l.base.clone());
-    if let Some(rec) = &recorded {
-        let diff = shape_differences(rec, &shape);
-        if !diff.is_empty() {
-            return Err(bad(format!(
-                "it was trained on another base model: {}; apply it to the base it was trained on ({})",
-                diff.join(", "),
-                files.config.base_model_name_or_path.as_deref().unwrap_or("see adapter_config.json")
-            )));
-        }
-    }
-
-    // 3. base_model_name_or_path.
-    if let Some(name) = files.config.base_model_name_or_path.as_deref().filter(|n| !n.trim().is_empty()) {
-        let recorded_dir = Path::new(name);
-        if recorded_dir.join("config.json").exists() {
-            if let Ok(cfg) = ModelConfig::load(recorded_dir) {
-                let diff = shape_differences(&base_shape(&cfg), &shape);
-                if !diff.is_empty() {
-                    return Err(bad(format!("it was trained on {name}, a different model ({}); apply it to that base", diff.join(", "))));
-                }
-            }
-        } else if !name_refers_to(name, base, model.config()) {
-            warnings.push(format!(
-                "warning: adapter {} was trained on {name:?}, and the base here is {}: if that is not the same model, its predictions are wrong",
-                dir.display(),
-                base.display()
-            ));
         }
     }
 
