@@ -3,7 +3,6 @@
 use super::args::{train_config, DataArgs, LoopArgs, ModelArgs, PlanArgs};
 use crate::run::TrainConfig;
 use crate::train::{train, Outcome};
-use anyhow::Context;
 use clap::Args;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -87,7 +86,18 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
         }
         None => (config(&a)?, a.out.clone().expect("clap requires --out"), false),
     };
-    match train(&cfg, &dir, resume, &stop, &super::log).with_context(|| format!("training run {}", dir.display()))? {
+    let result = train(&cfg, &dir, resume, &stop, &super::log).map_err(|e| {
+        // An I/O failure after start-up (a full disk while checkpointing, say) loses nothing the
+        // last checkpoint holds: say how to go on.
+        let io = matches!(e, crate::error::Error::Io { .. } | crate::error::Error::Data(crate::error::DataError::Write { .. }));
+        let hint = if io && dir.join("config.json").exists() {
+            format!("; the run folder keeps its last checkpoint: once fixed, continue with lowrank train --resume {}", dir.display())
+        } else {
+            String::new()
+        };
+        anyhow::Error::new(e).context(format!("training run {}{hint}", dir.display()))
+    });
+    match result? {
         Outcome::Finished(s) => {
             println!("{}", serde_json::to_string_pretty(&*s)?);
             super::log(&format!(

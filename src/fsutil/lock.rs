@@ -129,7 +129,19 @@ impl Lock {
             let previous = read_owner(&mut file);
             match file.try_lock() {
                 Ok(()) => {}
-                Err(TryLockError::WouldBlock) => return Err(locked(what, target, lock_path, previous)),
+                Err(TryLockError::WouldBlock) => {
+                    // The owner writes its record right after locking: give it a moment.
+                    let mut owner = previous;
+                    for _ in 0..20 {
+                        if owner.is_some() {
+                            break;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                        let _ = file.rewind();
+                        owner = read_owner(&mut file);
+                    }
+                    return Err(locked(what, target, lock_path, owner));
+                }
                 Err(TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
                     // No flock here: fall back to the recorded pid.
                     if let Some(o) = previous.as_ref().filter(|o| o.host == host_name() && pid_alive(o.pid) && o.pid != std::process::id())

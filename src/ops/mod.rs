@@ -12,4 +12,5 @@ pub mod layernorm;
 pub mod linear;
 pub mod loss;
 #[cfg(test)]
+mod reference;
 pub mod testing;

@@ -285,15 +285,16 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, resume: bool, stop: &AtomicBool,
         mean_train_tokens: splits.mean_train_tokens,
         splits: metrics,
     };
-    write_json(&s.dir.summary(), &summary)?;
-    super::plot::curves(&s.progress.history, run_dir)?;
-    super::export::export_run(run_dir, &cfg, &s.model, &splits.labels, &tokenizer).map_err(|e| {
-        Error::Other(format!(
-            "the run finished (summary.json is written) but writing its {} failed: {e}; free the space or fix the folder, then run `lowrank train --resume {}` (it writes the results again without training)",
-            if cfg.plan.mode == TrainMode::Full { "model/ folder" } else { "adapter/" },
-            run_dir.display()
-        ))
-    })?;
+    let what = if cfg.plan.mode == TrainMode::Full { "model/ folder" } else { "adapter/" };
+    write_json(&s.dir.summary(), &summary)
+        .and_then(|()| super::plot::curves(&s.progress.history, run_dir))
+        .and_then(|()| super::export::export_run(run_dir, &cfg, &s.model, &splits.labels, &tokenizer))
+        .map_err(|e| {
+            Error::Other(format!(
+                "the run finished training but writing its results (summary.json, charts, {what}) failed: {e}; free the space or fix the folder, then run `lowrank train --resume {}` (it writes them again without training)",
+                run_dir.display()
+            ))
+        })?;
     Ok(Outcome::Finished(Box::new(summary)))
 }
 
