@@ -39,10 +39,13 @@ fn shape_differences(recorded: &Value, base: &Value) -> Vec<String> {
     a.iter().filter_map(|(k, va)| b.get(k).filter(|vb| *vb != va).map(|vb| format!("{k} {va} (adapter) vs {vb} (base)"))).collect()
 }
 
+/// A test of a module name.
+type Matcher = Box<dyn Fn(&str) -> bool>;
+
 /// Which of the base's linear modules `target_modules` (PEFT's list, regex or "all-linear"
 /// semantics) selects, minus `exclude_modules`.
 fn selected(target: &Value, exclude: &Value, modules: &[(String, crate::lora::Role)]) -> Option<BTreeSet<String>> {
-    let matcher = |spec: &Value| -> Option<Box<dyn Fn(&str) -> bool>> {
+    let matcher = |spec: &Value| -> Option<Matcher> {
         match spec {
             Value::Array(list) => {
                 let names: Vec<String> = list.iter().filter_map(|v| v.as_str().map(str::to_string)).collect();

@@ -3,7 +3,7 @@
 //! kernels themselves ([`check_gradient`], Richardson-extrapolated), and of f64 reference
 //! implementations ([`check_gradient_f64`], tight enough to tell an erf GELU from a tanh one).
 //!
-//! Every comparison is written as `!(diff <= tol)` → failure, and checks finiteness, so that a
+//! Every comparison is written as `!within(diff, tol)` (that is `!(diff <= tol)`) → failure, and checks finiteness, so that a
 //! NaN anywhere fails instead of passing (`NaN <= tol` is false, but `f32::max` ignores NaN).
 
 use rand::{Rng, SeedableRng};
@@ -28,6 +28,11 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     worst
 }
 
+/// `x <= tol`, false when either is NaN: the form every comparison here uses, so that NaN fails.
+pub fn within<T: PartialOrd>(x: T, tol: T) -> bool {
+    x <= tol
+}
+
 /// Compares `got` with `want`: same length, every value finite, and the largest difference at
 /// most `atol + rtol · max|want|`. Returns the largest difference, or a message naming `what`.
 pub fn compare(what: &str, got: &[f32], want: &[f32], rtol: f32, atol: f32) -> Result<f32, String> {
@@ -42,7 +47,7 @@ pub fn compare(what: &str, got: &[f32], want: &[f32], rtol: f32, atol: f32) -> R
     }
     let diff = max_abs_diff(got, want);
     let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    if !(diff <= atol + rtol * scale) {
+    if !within(diff, atol + rtol * scale) {
         return Err(format!("{what}: max diff {diff:e} vs max |want| {scale:e} (rtol {rtol:e}, atol {atol:e})"));
     }
     Ok(diff)
@@ -100,7 +105,7 @@ pub fn check_gradient_f64(what: &str, x: &[f32], grad: &[f32], mut f: impl FnMut
         point[i] = orig;
         let fd = (up - down) / (2.0 * h);
         let err = (fd - grad[i] as f64).abs();
-        if !(err <= atol + rtol * fd.abs()) {
+        if !within(err, atol + rtol * fd.abs()) {
             return Err(format!("{what}: gradient mismatch at {i}: f64 central difference {fd}, analytic {}", grad[i]));
         }
         worst = worst.max(err);
