@@ -6,7 +6,13 @@
 # Environment:
 #   ROUNDS=2            rounds per workload (each round runs torch and lowrank once)
 #   THREADS=2 STEPS=5 WARMUP=1 CONFIG=distilbert-base BATCH=8 (the DistilBERT workloads; the
-#   MiniLM ones at the reference protocol's shape are fixed)
+#   MiniLM ones at the reference protocol's shape and the decoder ones are fixed)
+#   SET=all|encoders|decoders  which workloads (default all). decoders = SmolLM2-135M's shape
+#                       (bench/configs/smollm2-135m.json, random weights), batch 8 x 256, LoRA r=8 on
+#                       all seven projections: sequence classification (the default task, no
+#                       flag) and --task causal-lm (next-token loss, labels = input ids), fp32
+#                       and bf16. `lowrank bench` must accept the same flags.
+#                       Expect ~15 s per PyTorch step there, i.e. ~25 minutes for two rounds.
 #   BENCH_VENV=PATH     Python venv to use/create (default: <repo>/.venv-bench, git-ignored)
 #   TORCH_INDEX_URL=URL extra pip index for torch, e.g. https://download.pytorch.org/whl/cpu
 #   SKIP_BUILD=1        do not run `cargo build --release`
@@ -76,6 +82,22 @@ WORKLOADS+=("--config $CONFIG --batch $BATCH --seq 128 --mode lora --targets qv 
 for mode in "lora --targets qv" "full --targets qv" "last-layers --targets qv"; do
     WORKLOADS+=("--config minilm-l6 --batch 12 --seq 32 --mode $mode --precision fp32")
 done
+SET="${SET:-all}"
+case "$SET" in
+    all) ;;
+    encoders) ;;
+    decoders) WORKLOADS=() ;;
+    *) echo "error: SET=$SET: use all, encoders or decoders" >&2; exit 2 ;;
+esac
+# Decoders: SmolLM2-135M (random weights), batch 8 x 256, LoRA r=8 on q/k/v/o/gate/up/down.
+if [[ "$SET" != encoders ]]; then
+    # Sequence classification is both tools' default task: its rows pass no --task flag.
+    for task in "" "--task causal-lm"; do
+        for prec in fp32 bf16; do
+            WORKLOADS+=("--config smollm2-135m${task:+ $task} --batch 8 --seq 256 --mode lora --targets all --precision $prec")
+        done
+    done
+fi
 
 mkdir -p "$ROOT/bench/results"
 OUTFILE="$ROOT/bench/results/$(date +%Y%m%d-%H%M%S)-$(hostname -s 2>/dev/null || hostname).jsonl"

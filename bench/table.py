@@ -10,7 +10,8 @@ Usage:
 
 Each line of the .jsonl is one run: either the object `torch_reference.py` / `lowrank bench`
 printed (plus "round"), or {"impl", "error", <workload fields>} when a run failed. Runs are grouped
-by workload (config, batch, seq, mode, targets, lora_r, precision, threads, infer); s/step is the
+by workload (config, batch, seq, mode, targets, lora_r, precision, threads, infer, task — "cls" when a
+record has no task field, as the encoder records do); s/step is the
 median over rounds of each run's median step time, peak RSS the largest over rounds.
 """
 
@@ -18,7 +19,7 @@ import json
 import statistics
 import sys
 
-KEY = ("config", "batch", "seq", "mode", "targets", "lora_r", "precision", "threads", "infer")
+KEY = ("config", "batch", "seq", "mode", "targets", "lora_r", "precision", "threads", "infer", "task")
 
 
 def is_infer(rec):
@@ -29,13 +30,14 @@ def is_infer(rec):
 
 
 def key(rec):
-    return tuple(is_infer(rec) if k == "infer" else rec.get(k) for k in KEY)
+    return tuple(is_infer(rec) if k == "infer" else (rec.get(k) or "cls") if k == "task" else rec.get(k) for k in KEY)
 
 
 def label(k):
     d = dict(zip(KEY, k))
     what = "infer" if d["infer"] else d["mode"] + (f"-{d['targets']} r{d['lora_r']}" if d["mode"] == "lora" else "")
-    return f"{d['config']} b{d['batch']} s{d['seq']} {what} {d['precision']} t{d['threads']}"
+    task = "" if d["task"] == "cls" else f" {d['task']}"
+    return f"{d['config']}{task} b{d['batch']} s{d['seq']} {what} {d['precision']} t{d['threads']}"
 
 
 def fmt(x, spec):
@@ -110,6 +112,9 @@ def record(impl, rnd, flags):
     skip = os.environ.get("SKIP")
     if not skip and rc == 0 and obj is not None and "step_s" in obj:
         obj["round"] = rnd
+        # A run that does not echo its task (older lowrank bench) is filed under the one it was asked for.
+        if "task" not in obj and "--task" in flags:
+            obj["task"] = flags[flags.index("--task") + 1]
         print(json.dumps(obj))
         return
     err = ""
@@ -121,7 +126,7 @@ def record(impl, rnd, flags):
             pass
     # Workload fields from the flags, with torch_reference.py's defaults.
     w = {"config": "distilbert-base", "batch": 8, "seq": 256, "mode": "lora", "targets": "all", "lora_r": 8,
-         "precision": "fp32", "threads": 2, "infer": False}
+         "precision": "fp32", "threads": 2, "infer": False, "task": "cls"}
     it = iter(flags)
     for f in it:
         if f == "--infer":

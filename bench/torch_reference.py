@@ -2,12 +2,15 @@
 """PyTorch + transformers + PEFT reference for `lowrank bench`.
 
 Runs one fine-tuning (or inference) workload on a randomly initialised sequence-classification
-encoder and prints ONE JSON object to stdout; everything else goes to stderr. The flags and the
+encoder, or a decoder (llama: SmolLM2-135M's shape) for sequence classification or causal-LM loss,
+and prints ONE JSON object to stdout; everything else goes to stderr. The flags and the
 JSON field names are the same as `lowrank bench`'s, so bench/compare.sh can run both with the
 same arguments and bench/table.py can compare their output.
 
 Workload: random token ids in [1000, vocab), every sequence full length (no padding), attention
-mask all ones, random labels in {0, 1}. A training step is zero_grad + forward + cross-entropy
+mask all ones, random labels in {0, 1} (--task cls), or labels = the input ids (--task causal-lm:
+transformers' shifted next-token cross-entropy, mean over batch*(seq-1) positions, through the tied
+lm_head over the whole vocabulary; decoders only). A training step is zero_grad + forward + cross-entropy
 loss + backward + Adam (lr 5e-5) over the trainable parameters only, in train mode (dropout on).
 `--infer` times forward passes instead, in eval mode under torch.inference_mode(), with LoRA
 merged into the base weights (merge_and_unload).
@@ -15,8 +18,16 @@ merged into the base weights (merge_and_unload).
 What trains (same as lowrank's TrainPlan):
   lora         base frozen, PEFT LoRA (dropout 0) on --targets; the head is frozen too
                (no task_type, so PEFT adds no modules_to_save).
-  last-layers  only the head's two linears (pre_classifier + classifier, or pooler + classifier).
+  last-layers  only the head's two linears (pre_classifier + classifier, or pooler + classifier);
+               decoders (cls only): score + the last decoder layer + the final norm.
   full         every parameter.
+
+Decoders (config model_type llama, e.g. --config smollm2-135m = bench/configs/smollm2-135m.json):
+LlamaForSequenceClassification (score 576->2, no bias; pooled at the last token, config.pad_token_id
+2 never occurs in the random ids) or LlamaForCausalLM (tied embeddings), built with from_config in
+fp32. --targets qv = q_proj + v_proj, all = the seven projections q/k/v/o/gate/up/down (PEFT list
+semantics). SmolLM2-135M, r = 8: qv 460,800 and all 2,442,240 LoRA parameters. --precision bf16 runs
+forward + loss under torch.autocast("cpu", dtype=torch.bfloat16) (weights and Adam stay fp32).
 """
 
 from __future__ import annotations
@@ -37,6 +48,7 @@ PRESETS = {
     "distilbert-base": HERE / "configs" / "distilbert-base.json",
     "bert-base": HERE / "configs" / "bert-base.json",
     "minilm-l6": HERE / "configs" / "minilm-l6.json",
+    "smollm2-135m": HERE / "configs" / "smollm2-135m.json",
 }
 
 # LoRA target module names (PEFT list semantics: equal to, or ending with "." + entry).
@@ -50,10 +62,16 @@ TARGETS = {
         "qv": ["query", "value"],
         "all": ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"],
     },
+    "llama": {
+        "qv": ["q_proj", "v_proj"],
+        "all": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    },
 }
+DECODERS = {"llama"}
 
 # Which encoder linears the --targets choice puts LoRA on, as keys of `linear_shapes`.
 TARGET_ROLES = {"qv": ["q", "v"], "all": ["q", "k", "v", "o", "ffn_in", "ffn_out"]}
+DECODER_TARGET_ROLES = {"qv": ["q", "v"], "all": ["q", "k", "v", "o", "gate", "up", "down"]}
 
 
 def log(*a):
@@ -64,6 +82,18 @@ def dims(cfg: dict) -> dict:
     """Width C, feed-forward width F, layer count L, head count H and vocab of a config.json dict."""
     if cfg["model_type"] == "distilbert":
         return dict(C=cfg["dim"], F=cfg["hidden_dim"], L=cfg["n_layers"], H=cfg["n_heads"], V=cfg["vocab_size"])
+    if cfg["model_type"] in DECODERS:
+        H = cfg["num_attention_heads"]
+        hd = cfg.get("head_dim") or cfg["hidden_size"] // H
+        return dict(
+            C=cfg["hidden_size"],
+            F=cfg["intermediate_size"],
+            L=cfg["num_hidden_layers"],
+            H=H,
+            KV=cfg.get("num_key_value_heads") or H,
+            D=hd,
+            V=cfg["vocab_size"],
+        )
     return dict(
         C=cfg["hidden_size"],
         F=cfg["intermediate_size"],
@@ -114,6 +144,41 @@ def flop_count(C, F, L, batch, seq, mode, targets, r, infer=False, num_labels=2)
     return fwd + bwd
 
 
+def decoder_flop_count(d, batch, seq, mode, targets, r, task="cls", infer=False, num_labels=2):
+    """Analytic matrix-product FLOPs of one decoder step, by the same rules as `flop_count`.
+
+    With N = batch*seq tokens, C width, F MLP width, H query heads, KV key/value heads, D head width,
+    per decoder layer:
+      forward   linears   2*N*(C*H*D (q) + 2*C*KV*D (k, v) + H*D*C (o) + 3*C*F (gate, up, down))
+                attention 2*batch*T*T*H*D*2 (scores and context over the full T x T square, as
+                          lowrank's analytic_flops counts it, although a causal kernel may skip half)
+                LoRA      2*N*r*(in + out) for each targeted projection
+      head      cls: 2*batch*C*num_labels (score, last-token rows only);
+                causal-lm: 2*N*C*V (the tied lm_head over every position)
+    Backward: frozen linear 1x (input gradient), trained linear 2x, attention 2x, LoRA 2x. In
+    last-layers mode (cls) only the head and the last layer are backpropagated.
+    """
+    C, F, L, H, KV, D, V = (d[k] for k in ("C", "F", "L", "H", "KV", "D", "V"))
+    N = batch * seq
+    T = seq
+    lin = {"q": (C, H * D), "k": (C, KV * D), "v": (C, KV * D), "o": (H * D, C), "gate": (C, F), "up": (C, F), "down": (F, C)}
+    lin_fwd = sum(2 * N * i * o for i, o in lin.values())
+    attn_fwd = 2 * batch * T * T * H * D * 2
+    head_fwd = 2 * batch * C * num_labels if task == "cls" else 2 * N * C * V
+    lora_fwd = 0
+    if mode == "lora" and not infer:
+        lora_fwd = sum(2 * N * r * (lin[k][0] + lin[k][1]) for k in DECODER_TARGET_ROLES[targets])
+    fwd = L * (lin_fwd + attn_fwd + lora_fwd) + head_fwd
+    if infer:
+        return fwd
+    if mode == "last-layers":
+        bwd = 2 * (lin_fwd + attn_fwd) + 2 * head_fwd
+    else:
+        base_mult = 2 if mode == "full" else 1
+        bwd = L * (base_mult * lin_fwd + 2 * attn_fwd + 2 * lora_fwd) + base_mult * head_fwd
+    return fwd + bwd
+
+
 def cpu_model() -> str:
     try:
         for line in open("/proc/cpuinfo"):
@@ -126,7 +191,8 @@ def cpu_model() -> str:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="distilbert-base", help="distilbert-base | bert-base | minilm-l6 | path to config.json")
+    p.add_argument("--config", default="distilbert-base", help="distilbert-base | bert-base | minilm-l6 | smollm2-135m | path to config.json")
+    p.add_argument("--task", choices=["cls", "causal-lm"], default="cls", help="sequence classification, or causal-LM loss (decoders)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq", type=int, default=256)
     p.add_argument("--mode", choices=["lora", "last-layers", "full"], default="lora")
@@ -151,7 +217,7 @@ class Workload:
 def build(args):
     """Builds the model (random weights), applies the fine-tuning mode and makes the batch."""
     import torch
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
     import peft
 
     torch.set_num_threads(args.threads)
@@ -166,7 +232,12 @@ def build(args):
     raw = json.loads(Path(cfg_path).read_text())
     kind = raw.get("model_type")
     if kind not in TARGETS:
-        sys.exit(f"unsupported model_type {kind!r}: use distilbert or bert")
+        sys.exit(f"unsupported model_type {kind!r}: use distilbert, bert or llama")
+    decoder = kind in DECODERS
+    if args.task == "causal-lm" and not decoder:
+        sys.exit("--task causal-lm needs a decoder config (model_type llama)")
+    if args.task == "causal-lm" and args.mode == "last-layers":
+        sys.exit("--mode last-layers is for --task cls only")
     if args.seq > raw.get("max_position_embeddings", 512):
         sys.exit(f"--seq {args.seq} exceeds max_position_embeddings")
     d = dims(raw)
@@ -174,7 +245,10 @@ def build(args):
     fields = {k: v for k, v in raw.items() if k not in ("architectures", "transformers_version", "model_type")}
     config = AutoConfig.for_model(kind, **fields)
     config.num_labels = 2
-    model = AutoModelForSequenceClassification.from_config(config, attn_implementation=args.attn_impl)
+    auto = AutoModelForCausalLM if args.task == "causal-lm" else AutoModelForSequenceClassification
+    model = auto.from_config(config, attn_implementation=args.attn_impl)
+    if decoder and raw.get("tie_word_embeddings") and args.task == "causal-lm":
+        assert model.lm_head.weight is model.model.embed_tokens.weight, "lm_head not tied"
     model.to(torch.float32)
 
     if args.mode == "lora":
@@ -190,7 +264,10 @@ def build(args):
         for p_ in model.parameters():
             p_.requires_grad_(args.mode == "full")
         if args.mode == "last-layers":
-            head = [model.classifier] + ([model.pre_classifier] if kind == "distilbert" else [model.bert.pooler.dense])
+            if decoder:
+                head = [model.score, model.model.layers[-1], model.model.norm]
+            else:
+                head = [model.classifier] + ([model.pre_classifier] if kind == "distilbert" else [model.bert.pooler.dense])
             for m in head:
                 for p_ in m.parameters():
                     p_.requires_grad_(True)
@@ -202,6 +279,9 @@ def build(args):
     w.ids = torch.randint(1000, d["V"], (args.batch, args.seq), generator=g)
     w.mask = torch.ones_like(w.ids)
     w.labels = torch.randint(0, 2, (args.batch,), generator=g)
+    w.task = args.task
+    if decoder:
+        assert not (w.ids == config.pad_token_id).any()
     w.autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16")
 
     if args.infer:
@@ -214,7 +294,7 @@ def build(args):
     w.model = model
     w.total = sum(p_.numel() for p_ in model.parameters())
     log(
-        f"torch {torch.__version__} threads={torch.get_num_threads()} config={cfg_name} mode={args.mode} "
+        f"torch {torch.__version__} threads={torch.get_num_threads()} config={cfg_name} task={args.task} mode={args.mode} "
         f"targets={args.targets} precision={args.precision} attn={args.attn_impl} infer={args.infer} "
         f"trainable={w.trainable} total={w.total}"
     )
@@ -235,8 +315,11 @@ def step(w, args):
     t0 = time.perf_counter()
     w.optim.zero_grad(set_to_none=True)
     with w.autocast():
-        logits = w.model(input_ids=w.ids, attention_mask=w.mask).logits
-        loss = torch.nn.functional.cross_entropy(logits.float(), w.labels)
+        if w.task == "causal-lm":
+            loss = w.model(input_ids=w.ids, attention_mask=w.mask, labels=w.ids).loss
+        else:
+            logits = w.model(input_ids=w.ids, attention_mask=w.mask).logits
+            loss = torch.nn.functional.cross_entropy(logits.float(), w.labels)
     t1 = time.perf_counter()
     loss.backward()
     t2 = time.perf_counter()
@@ -254,11 +337,15 @@ def report(w, args, times):
 
     steps = [t[0] for t in times]
     med = statistics.median(steps)
-    gflop = flop_count(w.dims["C"], w.dims["F"], w.dims["L"], args.batch, args.seq, args.mode, args.targets, args.lora_r, infer=args.infer) / 1e9
+    if w.kind in DECODERS:
+        gflop = decoder_flop_count(w.dims, args.batch, args.seq, args.mode, args.targets, args.lora_r, task=args.task, infer=args.infer) / 1e9
+    else:
+        gflop = flop_count(w.dims["C"], w.dims["F"], w.dims["L"], args.batch, args.seq, args.mode, args.targets, args.lora_r, infer=args.infer) / 1e9
     return {
         "impl": "torch",
         "version": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
         "config": w.cfg_name,
+        "task": args.task,
         "mode": args.mode,
         "targets": args.targets,
         "lora_r": args.lora_r,

@@ -7,6 +7,10 @@ use std::path::PathBuf;
 /// Errors raised by the lowrank library.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A GGUF file could not be read or written (see [`crate::gguf::GgufError`]).
+    #[error(transparent)]
+    Gguf(#[from] crate::gguf::GgufError),
+
     /// A problem with a dataset file (see [`DataError`]).
     #[error(transparent)]
     Data(#[from] DataError),
@@ -43,7 +47,7 @@ pub enum Error {
     },
 
     /// The model's `model_type` (or a feature of it) is not supported.
-    #[error("unsupported model: {0}; lowrank supports model_type \"distilbert\" and \"bert\" with absolute position embeddings")]
+    #[error("unsupported model: {0}; lowrank supports the encoders \"distilbert\" and \"bert\" (absolute position embeddings) and the decoders \"llama\", \"qwen2\", \"mistral\" and \"gpt2\"")]
     UnsupportedModel(String),
 
     /// A tensor the model needs is not in the checkpoint.

@@ -124,7 +124,7 @@ mod tests {
         assert!(dir.starts_with(&cache), "{}", dir.display());
         assert_eq!(std::fs::read(dir.join("model.safetensors")).unwrap(), weights);
         let (loaded, _) = crate::model::Model::from_pretrained(&dir, &Default::default()).unwrap();
-        assert_eq!(loaded.config().dim, 8);
+        assert_eq!(loaded.dim(), 8);
     }
 
     #[test]

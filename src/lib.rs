@@ -22,6 +22,7 @@ pub mod compare;
 pub mod data;
 pub mod error;
 pub mod fsutil;
+pub mod gguf;
 pub mod guard;
 pub mod hub;
 pub mod infer;

@@ -332,6 +332,18 @@ pub static OPTIONS: &[TrainOption] = &[
         },
     },
     TrainOption {
+        name: "precision",
+        help: "arithmetic of the base weights' products: fp32, bf16 (bf16 operands, f32 sums; needs a CPU with AVX512_BF16) or auto (bf16 where the CPU has it)",
+        kind: Kind::Str(&["fp32", "bf16", "auto"]),
+        group: Group::Loop,
+        sweep: true,
+        show: |c| shown(format!("{:?}", c.precision).to_lowercase()),
+        set: |c, v| {
+            c.precision = s(v).parse()?;
+            Ok(())
+        },
+    },
+    TrainOption {
         name: "optimizer",
         help: "adam (the seed's) or adamw",
         kind: Kind::Str(&["adam", "adamw"]),

@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::lora::{targets::name_matches, LoraConfig, LoraLayer, SeedFlags, TargetModules};
-use crate::model::Model;
+use crate::model::{HeadKind, Model};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
@@ -73,11 +73,7 @@ impl TrainPlan {
         let mut injected = Vec::new();
         match self.mode {
             TrainMode::Full => model.base_params_mut().into_iter().for_each(|p| p.set_trainable(true)),
-            TrainMode::LastLayers => {
-                for lin in model.head_linears_mut() {
-                    lin.set_base_trainable(true);
-                }
-            }
+            TrainMode::LastLayers => model.set_last_layers_trainable(),
             TrainMode::Lora => {
                 self.lora.validate()?;
                 let picked = self.targets.resolve(&model.linear_modules())?;
@@ -87,6 +83,11 @@ impl TrainPlan {
                         lin.lora = Some(LoraLayer::new(&lin.path, lin.in_dim(), lin.out_dim(), &self.lora, &mut rng));
                         injected.push(lin.path.clone());
                     }
+                }
+                // A decoder's classification head is new: it trains in full beside LoRA, as PEFT's
+                // SEQ_CLS task adds `score` to modules_to_save by itself.
+                if model.head_kind() == HeadKind::Score {
+                    model.head_linears_mut().into_iter().filter(|l| l.lora.is_none()).for_each(|l| l.set_base_trainable(true));
                 }
             }
         }

@@ -126,7 +126,7 @@ fn save_load_merge_unmerge_round_trip() {
     write_model_folder(&m, &merged, labels.names(), d.path()).unwrap();
     let (back, report) = Model::from_pretrained(&merged, &LoadOptions::default()).unwrap();
     assert!(report.initialised.is_empty(), "the merged folder carries its head");
-    assert_eq!(back.config().id2label.as_ref().map(|l| l.len()), Some(3));
+    assert_eq!(back.id2label().map(|l| l.len()), Some(3));
     assert!(max_diff(&logits(&back, &batch), &want) < 1e-5, "merged model folder");
 }
 

@@ -108,7 +108,11 @@ pub fn save_adapter(model: &Model, dir: &Path, info: &AdapterInfo<'_>) -> Result
         "fan_in_fan_out": false,
         "init_lora_weights": true,
         "inference_mode": true,
-        "task_type": null,
+        "task_type": match model.head_kind() {
+            crate::model::HeadKind::Score => json!("SEQ_CLS"),
+            crate::model::HeadKind::Lm => json!("CAUSAL_LM"),
+            _ => serde_json::Value::Null,
+        },
     });
     // lowrank's own record lives beside the adapter (PEFT warns about unknown config keys).
     let extra = super::config::LowrankExtra {
@@ -116,7 +120,7 @@ pub fn save_adapter(model: &Model, dir: &Path, info: &AdapterInfo<'_>) -> Result
         scaling: lora.scaling,
         alpha: lora.alpha,
         version: env!("CARGO_PKG_VERSION").into(),
-        base: Some(crate::guard::fit::base_shape(model.config())),
+        base: Some(crate::guard::fit::base_shape(&model.config())),
     };
     write_folder(dir, |tmp| {
         let tensors: Vec<OutTensor<'_>> = owned.iter().map(|(n, s, d)| OutTensor { name: n.clone(), shape: s.clone(), data: d }).collect();

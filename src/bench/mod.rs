@@ -5,9 +5,10 @@
 
 pub mod peak;
 
-use crate::data::batch::Batch;
+use crate::data::batch::{Batch, IGNORE};
 use crate::error::{Error, Result};
 use crate::lora::{LoraConfig, Role, Scaling, SeedFlags, TargetModules};
+use crate::model::precision::{kernel_name, PrecisionChoice};
 use crate::model::{Activations, Arch, HeadKind, Model, ModelConfig, Pass};
 use crate::ops::gemm::{matmul, MatMut, MatRef, Threads};
 use crate::optim::{Adam, OptimizerConfig};
@@ -24,6 +25,7 @@ pub fn bench_config(name: &str) -> Result<ModelConfig> {
         "distilbert-base" => include_str!("../../bench/configs/distilbert-base.json").to_string(),
         "bert-base" => include_str!("../../bench/configs/bert-base.json").to_string(),
         "minilm-l6" => include_str!("../../bench/configs/minilm-l6.json").to_string(),
+        "smollm2-135m" => include_str!("../../bench/configs/smollm2-135m.json").to_string(),
         path => std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?,
     };
     ModelConfig::from_json_str(&text)
@@ -46,8 +48,11 @@ pub struct Workload {
     pub lora_r: usize,
     /// LoRA alpha.
     pub lora_alpha: f32,
-    /// "fp32" (the only precision lowrank implements).
+    /// fp32, bf16 or auto (as `--precision` of train).
     pub precision: String,
+    /// Train a decoder's language-model head (next-token loss on every token) instead of a
+    /// classification head.
+    pub causal_lm: bool,
     /// Timed steps.
     pub steps: usize,
     /// Untimed warm-up steps.
@@ -98,7 +103,7 @@ pub fn peak_rss_mb() -> f64 {
 /// frozen linears (input gradient only), 2× for trained base linears, attention and LoRA.
 /// Element-wise work is not counted.
 pub fn analytic_flops(model: &Model, batch: usize, seq: usize, train: bool) -> f64 {
-    let c = model.config().dim as f64;
+    let c = model.dim() as f64;
     let (b, t) = (batch as f64, seq as f64);
     let n = b * t;
     let mut fwd = 0.0;
@@ -114,7 +119,7 @@ pub fn analytic_flops(model: &Model, batch: usize, seq: usize, train: bool) -> f
             bwd += 2.0 * lf;
         }
     }
-    let attn = model.config().n_layers as f64 * 2.0 * b * t * t * c * 2.0;
+    let attn = model.n_layers() as f64 * 2.0 * b * t * t * c * 2.0;
     fwd += attn;
     bwd += 2.0 * attn;
     if train {
@@ -155,6 +160,8 @@ pub struct BenchResult {
     pub gflops: f64,
     /// Peak resident memory, MiB.
     pub peak_rss_mb: f64,
+    /// The kernel of the base weights' products ("fp32", "avx512bf16", "portable").
+    pub kernel: String,
     /// Trainable parameters.
     pub trainable_params: usize,
     /// All parameters.
@@ -189,15 +196,25 @@ pub fn bench_plan(w: &Workload) -> Result<TrainPlan> {
     })
 }
 
+/// The benchmark model's head: the architecture's classification head, or the causal-LM head.
+pub fn bench_head(cfg: &ModelConfig, causal_lm: bool) -> HeadKind {
+    match cfg {
+        _ if causal_lm => HeadKind::Lm,
+        ModelConfig::Encoder(e) if e.arch == Arch::Bert => HeadKind::Bert,
+        ModelConfig::Encoder(_) => HeadKind::DistilBert,
+        ModelConfig::Decoder(_) => HeadKind::Score,
+    }
+}
+
 /// Builds the benchmark model: random N(0, 0.02) weights, LayerNorm γ = 1, what trains per the workload.
 pub fn bench_model(w: &Workload) -> Result<Model> {
     let cfg = bench_config(&w.config)?;
-    let head = if cfg.arch == Arch::Bert { HeadKind::Bert } else { HeadKind::DistilBert };
-    let mut model = Model::new(&cfg, head, 2);
+    let mut model = Model::new(&cfg, bench_head(&cfg, w.causal_lm), 2);
     let mut rng = rand::rngs::StdRng::seed_from_u64(w.seed);
     let normal = Normal::new(0.0f32, 0.02).expect("valid");
     for p in model.base_params_mut() {
-        if !p.name.contains("LayerNorm") && !p.name.contains("layer_norm") {
+        let lower = p.name.to_lowercase();
+        if !lower.contains("norm") && !lower.contains("ln_") {
             p.data.iter_mut().for_each(|v| *v = normal.sample(&mut rng));
         }
     }
@@ -214,12 +231,7 @@ pub fn bench_model(w: &Workload) -> Result<Model> {
 
 /// Runs the workload and returns its timings.
 pub fn run(w: &Workload) -> Result<BenchResult> {
-    if w.precision != "fp32" {
-        return Err(Error::InvalidOption(format!(
-            "--precision {}: lowrank computes in fp32 only (this build has no bf16 kernels)",
-            w.precision
-        )));
-    }
+    let precision = w.precision.parse::<PrecisionChoice>()?.resolve()?;
     let mut model = bench_model(w)?;
     if w.infer {
         // Inference runs on merged weights: the LoRA layers are gone.
@@ -228,14 +240,20 @@ pub fn run(w: &Workload) -> Result<BenchResult> {
             lin.lora = None;
         }
     }
-    let cfg = model.config().clone();
+    model.set_precision(precision, !w.infer);
+    let vocab = model.vocab_size();
     let mut rng = rand::rngs::StdRng::seed_from_u64(w.seed ^ 1);
-    let seqs: Vec<Vec<u32>> = (0..w.batch)
-        .map(|_| (0..w.seq).map(|_| rng.random_range(1000.min(cfg.vocab_size as u32 - 1)..cfg.vocab_size as u32)).collect())
-        .collect();
+    let seqs: Vec<Vec<u32>> =
+        (0..w.batch).map(|_| (0..w.seq).map(|_| rng.random_range(1000.min(vocab as u32 - 1)..vocab as u32)).collect()).collect();
     let labels: Vec<usize> = (0..w.batch).map(|i| i % 2).collect();
     let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
-    let batch = Batch::pack(&refs, &labels, None, 0);
+    let batch = if w.causal_lm {
+        let targets: Vec<Vec<u32>> = seqs.iter().map(|s| s[1..].iter().copied().chain(std::iter::once(IGNORE)).collect()).collect();
+        let trefs: Vec<&[u32]> = targets.iter().map(Vec::as_slice).collect();
+        Batch::pack_lm(&refs, &trefs)
+    } else {
+        Batch::pack(&refs, &labels, None, 0)
+    };
     let mut acts = Activations::default();
     let mut stepper = Stepper::default();
     let mut opt = Adam::new(OptimizerConfig::default());
@@ -243,7 +261,11 @@ pub fn run(w: &Workload) -> Result<BenchResult> {
     for step in 0..w.warmup + w.steps {
         if w.infer {
             let t0 = Instant::now();
-            model.forward(&batch, &mut acts, Pass::Infer);
+            if w.causal_lm {
+                model.forward_loss(&batch, &mut acts, Pass::Infer);
+            } else {
+                model.forward(&batch, &mut acts, Pass::Infer);
+            }
             let dt = t0.elapsed().as_secs_f64();
             if step >= w.warmup {
                 total.push(dt);
@@ -278,6 +300,7 @@ pub fn run(w: &Workload) -> Result<BenchResult> {
         gflops: gflop / s.median,
         step_s: s,
         peak_rss_mb: peak_rss_mb(),
+        kernel: kernel_name(precision).into(),
         trainable_params: trainable,
         total_params: all,
         cpu: cpu_name(),
@@ -362,6 +385,7 @@ mod tests {
             lora_r: 4,
             lora_alpha: 8.0,
             precision: "fp32".into(),
+            causal_lm: false,
             steps: 1,
             warmup: 0,
             seed: 0,
@@ -372,7 +396,7 @@ mod tests {
         assert_eq!(r.trainable_params, 6 * 2 * (384 * 4 * 2));
         let inf = run(&Workload { infer: true, ..w.clone() }).unwrap();
         assert!(inf.backward_s.is_none());
-        assert!(run(&Workload { precision: "bf16".into(), ..w }).is_err());
+        assert!(run(&Workload { precision: "fp16".into(), ..w }).is_err());
     }
 
     #[test]
@@ -386,6 +410,7 @@ mod tests {
             lora_r: 8,
             lora_alpha: 16.0,
             precision: "fp32".into(),
+            causal_lm: false,
             steps: 1,
             warmup: 0,
             seed: 0,

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 /// Options of `lowrank bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Model shape: distilbert-base, bert-base, minilm-l6, or a config.json path.
+    /// Model shape: distilbert-base, bert-base, minilm-l6, smollm2-135m, or a config.json path.
     #[arg(long, default_value = "distilbert-base")]
     pub config: String,
     /// Examples per step.
@@ -30,9 +30,12 @@ pub struct BenchArgs {
     /// LoRA alpha.
     #[arg(long, default_value_t = 16.0)]
     pub lora_alpha: f32,
-    /// Precision (fp32).
+    /// Precision: fp32, bf16 (needs AVX512_BF16) or auto.
     #[arg(long, default_value = "fp32")]
     pub precision: String,
+    /// A decoder's causal-LM step (next-token loss on every token) instead of classification.
+    #[arg(long)]
+    pub causal_lm: bool,
     /// Timed steps.
     #[arg(long, default_value_t = 5)]
     pub steps: usize,
@@ -70,17 +73,18 @@ fn validate(a: &BenchArgs, w: &Workload) -> anyhow::Result<()> {
     }
     let cfg = bench_config(&a.config)?;
     crate::guard::memory::check_config(&cfg, "the benchmark model")?;
-    if cfg.vocab_size < 2 {
-        return bad(format!("the config's vocab_size is {}; a model needs at least 2 tokens", cfg.vocab_size));
+    if cfg.vocab_size() < 2 {
+        return bad(format!("the config's vocab_size is {}; a model needs at least 2 tokens", cfg.vocab_size()));
     }
-    if a.seq > cfg.max_position_embeddings {
+    if a.seq > cfg.max_positions() {
         return bad(format!(
             "--seq {} is more than the model's max_position_embeddings ({}): use --seq {} or less",
-            a.seq, cfg.max_position_embeddings, cfg.max_position_embeddings
+            a.seq,
+            cfg.max_positions(),
+            cfg.max_positions()
         ));
     }
-    let head = if cfg.arch == crate::model::Arch::Bert { crate::model::HeadKind::Bert } else { crate::model::HeadKind::DistilBert };
-    let zero = crate::model::Model::new(&cfg, head, 2);
+    let zero = crate::model::Model::new(&cfg, crate::bench::bench_head(&cfg, a.causal_lm), 2);
     let plan = crate::bench::bench_plan(w)?;
     plan.lora.validate()?;
     if let Some(warning) = crate::guard::check_lora_rank(&zero, &plan)? {
@@ -105,6 +109,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         lora_r: a.lora_r,
         lora_alpha: a.lora_alpha,
         precision: a.precision.clone(),
+        causal_lm: a.causal_lm,
         steps: a.steps,
         warmup: a.warmup,
         seed: a.seed,
@@ -114,6 +119,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     if a.gemm {
         let points = gemm_ceiling(a.batch * a.seq, a.steps.max(3));
         let peak = fma_peak(a.steps.max(3));
+        let bf16 = crate::ops::bf16::bench::gemm_rates(a.batch * a.seq, a.steps.max(3));
         println!(
             "{}",
             serde_json::to_string(&serde_json::json!({
@@ -122,6 +128,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
                 "rows": a.batch * a.seq,
                 "gemm": points,
                 "fma_peak": peak,
+                "bf16": bf16,
             }))?
         );
         return Ok(ExitCode::SUCCESS);

@@ -45,7 +45,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
         },
     )?;
     let enc = encode(&ds, &t.tokenizer)?;
-    crate::guard::check_token_ids(&enc.ids, t.model.config(), &t.tokenizer.source.display().to_string())?;
+    crate::guard::check_token_ids(&enc.ids, &t.model.config(), &t.tokenizer.source.display().to_string())?;
     let longest = enc.ids.iter().map(Vec::len).max().unwrap_or(1);
     let estimate = crate::guard::memory::inference(&t.model, 64, longest);
     crate::guard::memory::check("this evaluation", &estimate, "lower the run's max_length")?;

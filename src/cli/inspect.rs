@@ -52,7 +52,7 @@ pub fn run(a: InspectArgs) -> anyhow::Result<ExitCode> {
     if a.json {
         let tensors: Vec<&str> = model.params().into_iter().filter(|p| p.trainable()).map(|p| p.name.as_str()).collect();
         let out = serde_json::json!({
-            "model_type": model.config().arch.model_type(),
+            "model_type": model.model_type(),
             "head": model.head_kind(),
             "trainable_params": trainable,
             "total_params": total,

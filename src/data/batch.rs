@@ -22,7 +22,13 @@ pub struct Batch {
     pub seqs: Vec<SeqSpan>,
     /// Class id of each sequence (empty for unlabelled inference): [B].
     pub labels: Vec<usize>,
+    /// Next-token target of every row for language modelling ([`IGNORE`] where no loss is taken;
+    /// empty for classification): [N].
+    pub targets: Vec<u32>,
 }
+
+/// The target of a row that takes no loss (transformers' label −100).
+pub const IGNORE: u32 = u32::MAX;
 
 impl Batch {
     /// Packs `sequences` (token ids, each already with its special tokens). With `pad_to = Some(L)`
@@ -51,6 +57,15 @@ impl Batch {
                 b.type_ids.push(type_ids.and_then(|t| t[i].get(p).copied()).unwrap_or(0));
             }
         }
+        b
+    }
+
+    /// Packs language-modelling sequences: `ids` with `targets` of the same length per sequence
+    /// (row t's target is the token to predict after it, or [`IGNORE`]).
+    pub fn pack_lm(sequences: &[&[u32]], targets: &[&[u32]]) -> Batch {
+        let mut b = Self::pack(sequences, &[], None, 0);
+        b.targets = targets.iter().flat_map(|t| t.iter().copied()).collect();
+        assert_eq!(b.targets.len(), b.ids.len(), "one target per token");
         b
     }
 

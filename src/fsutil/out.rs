@@ -129,4 +129,20 @@ mod tests {
         let e = check_out(&full.join("notes.txt"), &inputs, true, "x").unwrap_err().to_string();
         assert!(e.contains("not a folder"), "{e}");
     }
+
+    #[test]
+    fn a_gguf_model_file_and_its_folder_are_inputs_too() {
+        // `--model FILE.gguf` names a file: neither the file nor any folder holding it may be --out.
+        let d = tempfile::tempdir().unwrap();
+        let models = d.path().join("models");
+        std::fs::create_dir_all(&models).unwrap();
+        let gguf = models.join("smollm2-135m.gguf");
+        std::fs::write(&gguf, b"GGUF").unwrap();
+        let inputs = [("base model", gguf.as_path())];
+        for out in [gguf.clone(), models.clone(), d.path().to_path_buf()] {
+            let e = check_out(&out, &inputs, true, "x").unwrap_err().to_string();
+            assert!(e.contains("base model"), "{}: {e}", out.display());
+        }
+        check_out(&models.join("merged"), &inputs, false, "x").unwrap();
+    }
 }

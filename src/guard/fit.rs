@@ -25,11 +25,11 @@ use std::path::Path;
 /// The shape of a base model, as lowrank records it beside an adapter and compares it on load.
 pub fn base_shape(config: &ModelConfig) -> Value {
     serde_json::json!({
-        "vocab_size": config.vocab_size,
-        "dim": config.dim,
-        "n_layers": config.n_layers,
-        "n_heads": config.n_heads,
-        "ffn_dim": config.ffn_dim,
+        "vocab_size": config.vocab_size(),
+        "dim": config.dim(),
+        "n_layers": config.n_layers(),
+        "n_heads": config.n_heads(),
+        "ffn_dim": config.ffn_dim(),
     })
 }
 
@@ -109,7 +109,7 @@ pub fn check_adapter(dir: &Path, base: &Path, model: &Model, needs_head: bool) -
     }
 
     // 1. The base's shape lowrank recorded.
-    let shape = base_shape(model.config());
+    let shape = base_shape(&model.config());
     let recorded = files.lowrank.as_ref().and_then(|l| l.base.clone());
     if let Some(rec) = &recorded {
         let diff = shape_differences(rec, &shape);
@@ -132,7 +132,7 @@ pub fn check_adapter(dir: &Path, base: &Path, model: &Model, needs_head: bool) -
                     return Err(bad(format!("it was trained on {name}, a different model ({}); apply it to that base", diff.join(", "))));
                 }
             }
-        } else if !name_refers_to(name, base, model.config()) {
+        } else if !name_refers_to(name, base, &model.config()) {
             warnings.push(format!(
                 "warning: adapter {} was trained on {name:?}, and the base here is {}: if that is not the same model, its predictions are wrong",
                 dir.display(),
@@ -228,7 +228,7 @@ fn name_refers_to(name: &str, base: &Path, config: &ModelConfig) -> bool {
         return true;
     }
     let folder = base.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
-    let own = config.raw.get("_name_or_path").and_then(Value::as_str).map(last);
+    let own = config.raw().get("_name_or_path").and_then(Value::as_str).map(last);
     folder.as_deref() == Some(want.as_str()) || own.as_deref() == Some(want.as_str()) || base.to_string_lossy().contains(name)
 }
 

@@ -99,8 +99,8 @@ fn to_u64(v: f64) -> u64 {
 /// Parameters of a model of this configuration, computed in f64 so that absurd configurations
 /// cannot overflow (embeddings, every layer's linears and norms, a head of width C).
 pub fn config_params(c: &ModelConfig) -> f64 {
-    let (v, p, t) = (c.vocab_size as f64, c.max_position_embeddings as f64, c.type_vocab_size as f64);
-    let (d, l, f) = (c.dim as f64, c.n_layers as f64, c.ffn_dim as f64);
+    let (v, p, t) = (c.vocab_size() as f64, c.max_positions() as f64, c.type_vocab_size() as f64);
+    let (d, l, f) = (c.dim() as f64, c.n_layers() as f64, c.ffn_dim() as f64);
     let layer = 4.0 * d * d + 4.0 * d + 2.0 * d * f + f + d + 4.0 * d;
     (v + p + t + 2.0) * d + l * layer + d * d + 4.0 * d
 }
@@ -118,7 +118,7 @@ pub fn check_config(c: &ModelConfig, what: &str) -> Result<()> {
 /// Activation floats per token of one layer's forward caches, and of the attention probabilities
 /// at sequence length `seq`.
 fn per_token_layer(c: &ModelConfig, seq: f64) -> f64 {
-    let (d, f, h) = (c.dim as f64, c.ffn_dim as f64, c.n_heads.max(1) as f64);
+    let (d, f, h) = (c.dim() as f64, c.ffn_dim() as f64, c.n_heads().max(1) as f64);
     8.0 * d + 2.0 * f + 4.0 + h * seq
 }
 
@@ -171,11 +171,11 @@ pub fn training(model: &Model, plan: &TrainPlan, batch: usize, seq: usize, eval_
     let c = model.config();
     let (trainable, total) = param_counts(model, plan)?;
     let (_, ranks) = lora_size(model, plan)?;
-    let (d, f, h, l, s) = (c.dim as f64, c.ffn_dim as f64, c.n_heads.max(1) as f64, c.n_layers as f64, seq as f64);
+    let (d, f, h, l, s) = (c.dim() as f64, c.ffn_dim() as f64, c.n_heads().max(1) as f64, c.n_layers() as f64, seq as f64);
     let train_tokens = batch as f64 * s;
-    let per_token = l * per_token_layer(c, s) + 2.0 * d + 2.0 + 8.0 * d + f + 2.0 * h * s + ranks + d.max(f);
+    let per_token = l * per_token_layer(&c, s) + 2.0 * d + 2.0 + 8.0 * d + f + 2.0 * h * s + ranks + d.max(f);
     let train_acts = 4.0 * train_tokens * per_token;
-    let eval_acts = 4.0 * eval_batch as f64 * s * (per_token_layer(c, s) + 3.0 * d + 2.0 + h * s);
+    let eval_acts = 4.0 * eval_batch as f64 * s * (per_token_layer(&c, s) + 3.0 * d + 2.0 + h * s);
     let weights = 4.0 * total;
     Ok(Estimate::from_parts(vec![
         ("weights".into(), weights),
@@ -190,8 +190,8 @@ pub fn training(model: &Model, plan: &TrainPlan, batch: usize, seq: usize, eval_
 pub fn inference(model: &Model, batch: usize, seq: usize) -> Estimate {
     let c = model.config();
     let total: f64 = model.params().iter().map(|p| p.numel() as f64).sum();
-    let (d, h, s) = (c.dim as f64, c.n_heads.max(1) as f64, seq as f64);
-    let acts = 4.0 * batch as f64 * s * (per_token_layer(c, s) + 3.0 * d + 2.0 + h * s);
+    let (d, h, s) = (c.dim() as f64, c.n_heads().max(1) as f64, seq as f64);
+    let acts = 4.0 * batch as f64 * s * (per_token_layer(&c, s) + 3.0 * d + 2.0 + h * s);
     Estimate::from_parts(vec![
         ("weights".into(), 4.0 * total),
         ("loading".into(), 8.0 * total),
@@ -254,7 +254,7 @@ mod tests {
             let (t, n) = m.param_counts();
             assert_eq!(param_counts(&model, &plan).unwrap(), (t as f64, n as f64), "{plan:?}");
         }
-        assert!((config_params(model.config()) - model.params().iter().map(|p| p.numel()).sum::<usize>() as f64).abs() < 1e3 * 768.0);
+        assert!((config_params(&model.config()) - model.params().iter().map(|p| p.numel()).sum::<usize>() as f64).abs() < 1e3 * 768.0);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::plan::{TrainMode, TrainPlan};
 /// The longest sequence the model takes: `requested`, or the model's position table when that is
 /// shorter (with a note saying so, naming `flag`).
 pub fn clamp_max_length(requested: usize, config: &ModelConfig, flag: &str) -> (usize, Option<String>) {
-    let limit = config.max_position_embeddings;
+    let limit = config.max_positions();
     if limit > 0 && requested > limit {
         let note = format!(
             "note: {flag} {requested} is more than this model's max_position_embeddings ({limit}); texts are truncated to {limit} tokens"
@@ -29,7 +29,7 @@ pub fn clamp_max_length(requested: usize, config: &ModelConfig, flag: &str) -> (
 /// Refuses token ids the model has no embedding for (a tokenizer larger than the model's
 /// vocabulary), naming the first one, its example and the fix. `source` names the tokenizer.
 pub fn check_token_ids(ids: &[Vec<u32>], config: &ModelConfig, source: &str) -> Result<()> {
-    let vocab = config.vocab_size;
+    let vocab = config.vocab_size();
     for (i, seq) in ids.iter().enumerate() {
         if let Some(&id) = seq.iter().find(|&&id| id as usize >= vocab) {
             return Err(Error::InvalidOption(format!(
@@ -134,8 +134,8 @@ mod tests {
     #[test]
     fn max_length_is_clamped_to_the_position_table_with_a_note() {
         let m = tiny();
-        assert_eq!(clamp_max_length(12, m.config(), "--max-length"), (12, None));
-        let (n, note) = clamp_max_length(512, m.config(), "--max-length");
+        assert_eq!(clamp_max_length(12, &m.config(), "--max-length"), (12, None));
+        let (n, note) = clamp_max_length(512, &m.config(), "--max-length");
         assert_eq!(n, 16);
         assert!(note.unwrap().contains("max_position_embeddings (16)"));
     }
@@ -143,8 +143,8 @@ mod tests {
     #[test]
     fn token_ids_beyond_the_vocabulary_are_refused() {
         let m = tiny();
-        check_token_ids(&[vec![2, 19, 3]], m.config(), "t").unwrap();
-        let e = check_token_ids(&[vec![2, 3], vec![2, 20, 3]], m.config(), "big/tokenizer.json").unwrap_err().to_string();
+        check_token_ids(&[vec![2, 19, 3]], &m.config(), "t").unwrap();
+        let e = check_token_ids(&[vec![2, 3], vec![2, 20, 3]], &m.config(), "big/tokenizer.json").unwrap_err().to_string();
         assert!(
             e.contains("example 2") && e.contains("token id 20") && e.contains("20 embeddings") && e.contains("big/tokenizer.json"),
             "{e}"

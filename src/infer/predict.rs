@@ -35,7 +35,7 @@ pub fn classify(
     on_batch: &mut dyn FnMut(usize),
 ) -> Result<Vec<Prediction>> {
     let ids = tokenizer.encode_batch(texts)?;
-    crate::guard::check_token_ids(&ids, model.config(), &tokenizer.source.display().to_string())?;
+    crate::guard::check_token_ids(&ids, &model.config(), &tokenizer.source.display().to_string())?;
     let mut acts = Activations::default();
     let k = model.num_labels();
     let logits = predict_logits(model, &mut acts, &ids, batch_size, tokenizer.pad_id, on_batch);
@@ -75,7 +75,7 @@ impl AdapterSwitch {
 
     /// The base model's own class names (config.json's id2label), if it has them.
     pub fn base_labels(&self) -> Vec<String> {
-        self.model.config().id2label.as_ref().map(|m| m.values().cloned().collect()).unwrap_or_default()
+        self.model.id2label().map(|m| m.values().cloned().collect()).unwrap_or_default()
     }
 
     /// Applies the adapter in `dir` (after removing any previous one); returns its class names

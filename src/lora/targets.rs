@@ -14,7 +14,9 @@ pub enum Role {
     Key,
     /// Attention value projection.
     Value,
-    /// Attention output projection (out_lin / attention.output.dense).
+    /// Fused query/key/value projection (GPT-2's c_attn).
+    Qkv,
+    /// Attention output projection (out_lin / attention.output.dense / o_proj / attn.c_proj).
     Projection,
     /// Feed-forward input (ffn.lin1 / intermediate.dense).
     FfnIn,
@@ -55,6 +57,7 @@ impl SeedFlags {
             Role::Query => self.query,
             Role::Key => self.key,
             Role::Value => self.value,
+            Role::Qkv => self.query || self.key || self.value,
             Role::Projection => self.projection,
             Role::FfnIn | Role::FfnOut => self.mlp,
             Role::HeadHidden | Role::Classifier => self.head,

@@ -4,8 +4,10 @@
 use crate::error::{Error, Result};
 use crate::lora::{LoraLayer, Role};
 use crate::ops::dropout::Dropout;
-use crate::ops::linear::{linear_backward, linear_forward};
+use crate::ops::linear::{linear_backward_with, linear_forward_with, Arith};
+use crate::ops::precision::{PackedWeight, Precision};
 use crate::param::Param;
+use std::sync::Arc;
 
 /// Scratch buffers a LoRA branch needs during backward (sized by the caller's buffer plan).
 #[derive(Default, Debug)]
@@ -44,6 +46,10 @@ pub struct Linear {
     pub bias: Option<Param>,
     /// The LoRA update, when the layer is a target.
     pub lora: Option<LoraLayer>,
+    /// The arithmetic of the products with the weight.
+    pub precision: Precision,
+    /// The frozen weight packed as bf16 (bf16 precision only; used while it matches the weight).
+    pub packed: Option<Arc<PackedWeight>>,
 }
 
 impl Linear {
@@ -57,7 +63,7 @@ impl Linear {
     /// A frozen zero layer in → out named `path`, without a bias.
     pub fn without_bias(path: String, role: Role, in_dim: usize, out_dim: usize) -> Self {
         let weight = Param::zeros(format!("{path}.weight"), &[out_dim, in_dim]);
-        Linear { path, role, weight, bias: None, lora: None }
+        Linear { path, role, weight, bias: None, lora: None, precision: Precision::Fp32, packed: None }
     }
 
     /// The base parameters: weight, then bias.
@@ -111,7 +117,8 @@ impl Linear {
     /// y[N,out] = x·Wᵀ + b (+ scale·(x·A)·B, caching x·A in `h`).
     pub fn forward(&self, y: &mut [f32], h: &mut Vec<f32>, x: &[f32], x_drop: &mut Vec<f32>, n: usize, drop: Dropout) {
         let (i, o) = (self.in_dim(), self.out_dim());
-        linear_forward(y, x, &self.weight.data, self.bias.as_ref().map(|b| b.data.as_slice()), n, i, o);
+        let arith = Arith::of(self.precision, self.packed.as_deref(), &self.weight.data);
+        linear_forward_with(y, x, &self.weight.data, self.bias.as_ref().map(|b| b.data.as_slice()), n, i, o, arith);
         if let Some(lora) = &self.lora {
             grow(h, n * lora.rank());
             if drop.active() {
@@ -136,9 +143,10 @@ impl Linear {
         drop: Dropout,
     ) {
         let (i, o) = (self.in_dim(), self.out_dim());
+        let arith = Arith::of(self.precision, self.packed.as_deref(), &self.weight.data);
         let Linear { weight, bias, lora, .. } = self;
         let mut dx = dx;
-        linear_backward(
+        linear_backward_with(
             dx.as_deref_mut(),
             weight.grad.as_deref_mut(),
             bias.as_mut().and_then(|b| b.grad.as_deref_mut()),
@@ -149,11 +157,21 @@ impl Linear {
             i,
             o,
             accumulate_dx,
+            arith,
         );
         if let Some(lora) = lora.as_mut().filter(|l| !l.merged) {
             scratch.ensure(n, i, lora.rank());
             lora.backward(dx, dy, x, h, &mut scratch.dh, &mut scratch.x, n, drop);
         }
+    }
+
+    /// Sets the arithmetic of the layer's products; in bf16 a frozen weight is packed once (with
+    /// its transpose for the input gradient when `backward`), a trainable one is packed on the fly
+    /// at every product. Call again after writing into a frozen weight.
+    pub fn set_precision(&mut self, precision: Precision, backward: bool) {
+        self.precision = precision;
+        self.packed = (precision == Precision::Bf16 && !self.weight.trainable())
+            .then(|| Arc::new(PackedWeight::new(&self.weight.data, self.out_dim(), self.in_dim(), backward)));
     }
 
     /// Checks that merging the LoRA update would give finite weights (PEFT's `safe_merge`).

@@ -1,30 +1,74 @@
 //! The model layer, as a family of architectures over shared parts.
 //!
 //! Shared by every architecture: [`linear`] (a linear layer that may carry LoRA), [`norm`]
-//! (normalisation modules), the kernels of [`crate::ops`] (GEMM, attention, LayerNorm,
-//! embeddings, activations, dropout) and the buffer helpers. Specific to one architecture, one
-//! folder each: [`bert`] (BERT and DistilBERT encoders with a classification head). [`Model`]
-//! is the one surface the rest of lowrank uses: forward, backward, parameters, linear layers and
-//! the head, whatever the architecture.
+//! (normalisation modules), the kernels of [`crate::ops`] (GEMM, attention, LayerNorm, RMSNorm,
+//! rotary positions, embeddings, activations, dropout) and the buffer helpers. Specific to one
+//! family, one folder each: [`bert`] (BERT and DistilBERT encoders with a classification head)
+//! and [`decoder`] (the Llama family and GPT-2). [`Model`] is the one surface the rest of
+//! lowrank uses: forward, backward, parameters, linear layers and the head, whatever the
+//! architecture.
 
 pub mod bert;
 pub mod config;
+pub mod decoder;
 pub mod linear;
 pub mod load;
 pub mod norm;
+pub mod precision;
 pub mod save;
 pub mod summary;
 
-pub use bert::HeadKind;
-pub use config::{Arch, ModelConfig};
+pub use config::{Arch, DecoderArch, DecoderConfig, EncoderConfig, ModelConfig};
 pub use linear::Linear;
 pub use load::{LoadOptions, LoadReport};
 pub use norm::LayerNorm;
 
 use crate::data::batch::Batch;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::lora::Role;
 use crate::param::Param;
+use serde::{Deserialize, Serialize};
+
+/// Which head sits on the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeadKind {
+    /// DistilBertForSequenceClassification: pre_classifier, ReLU, dropout, classifier.
+    DistilBert,
+    /// BertForSequenceClassification: pooler dense, tanh, dropout, classifier.
+    Bert,
+    /// A decoder's *ForSequenceClassification: `score` on each sequence's last token.
+    Score,
+    /// A decoder's *ForCausalLM: next-token prediction.
+    Lm,
+}
+
+impl HeadKind {
+    /// The name used on the command line and in files.
+    pub fn name(self) -> &'static str {
+        match self {
+            HeadKind::DistilBert => "distilbert",
+            HeadKind::Bert => "bert",
+            HeadKind::Score => "score",
+            HeadKind::Lm => "lm",
+        }
+    }
+}
+
+impl std::str::FromStr for HeadKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "distilbert" => Ok(HeadKind::DistilBert),
+            "bert" => Ok(HeadKind::Bert),
+            "score" => Ok(HeadKind::Score),
+            "lm" => Ok(HeadKind::Lm),
+            other => {
+                Err(Error::InvalidOption(format!("unknown head {other:?}; use distilbert or bert (encoders), score or lm (decoders)")))
+            }
+        }
+    }
+}
 
 /// How a forward pass runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,26 +98,98 @@ impl Pass {
 pub struct Activations {
     /// BERT-family buffers.
     pub(crate) bert: bert::BertActs,
+    /// Decoder buffers.
+    pub(crate) decoder: decoder::DecoderActs,
+    /// Gradient of the classification loss with respect to the logits [B, K].
+    dlogits: Vec<f32>,
+}
+
+impl Activations {
+    /// The decoder buffers (for inspecting a decoder's last forward pass, e.g. its logits).
+    pub fn decoder_acts(&self) -> &decoder::DecoderActs {
+        &self.decoder
+    }
+}
+
+/// What a forward pass measured of the training objective.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LossStats {
+    /// Mean loss: cross-entropy over the batch's examples (classification) or over its target
+    /// tokens (language modelling).
+    pub loss: f32,
+    /// Examples (classification) or target tokens (language modelling) averaged over.
+    pub count: usize,
+    /// Of those, how many the model predicts right (arg max).
+    pub correct: usize,
 }
 
 /// A model of any supported architecture, with its head.
+// One value per process: the variants' size difference costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Model {
     /// A BERT or DistilBERT encoder with a sequence-classification head.
     Bert(bert::Encoder),
+    /// A decoder with a classification or language-model head.
+    Decoder(decoder::Decoder),
 }
 
 impl Model {
     /// A model of zeros (norm scales 1) with every tensor named; nothing trains. Zero pages are
-    /// not touched until written, so building one only to count parameters is cheap.
+    /// not touched until written, so building one only to count parameters is cheap. A decoder
+    /// gets a language-model head with [`HeadKind::Lm`], else a classification head.
     pub fn new(config: &ModelConfig, head: HeadKind, num_labels: usize) -> Model {
-        Model::Bert(bert::Encoder::new(config, head, num_labels))
+        match config {
+            ModelConfig::Encoder(c) => Model::Bert(bert::Encoder::new(c, head, num_labels)),
+            ModelConfig::Decoder(c) => Model::Decoder(decoder::Decoder::new(c, (head != HeadKind::Lm).then_some(num_labels))),
+        }
     }
 
     /// The architecture's configuration.
-    pub fn config(&self) -> &ModelConfig {
+    pub fn config(&self) -> ModelConfig {
         match self {
-            Model::Bert(m) => &m.config,
+            Model::Bert(m) => ModelConfig::Encoder(m.config.clone()),
+            Model::Decoder(m) => ModelConfig::Decoder(m.config.clone()),
+        }
+    }
+
+    /// The model's `model_type`.
+    pub fn model_type(&self) -> &'static str {
+        match self {
+            Model::Bert(m) => m.config.arch.model_type(),
+            Model::Decoder(m) => m.config.arch.model_type(),
+        }
+    }
+
+    /// Hidden width C.
+    pub fn dim(&self) -> usize {
+        match self {
+            Model::Bert(m) => m.config.dim,
+            Model::Decoder(m) => m.config.dim,
+        }
+    }
+
+    /// Vocabulary size: token ids must be below it.
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Model::Bert(m) => m.config.vocab_size,
+            Model::Decoder(m) => m.config.vocab_size,
+        }
+    }
+
+    /// Number of layers.
+    pub fn n_layers(&self) -> usize {
+        match self {
+            Model::Bert(m) => m.layers.len(),
+            Model::Decoder(m) => m.layers.len(),
+        }
+    }
+
+    /// Class names by id from config.json, when it declares them.
+    pub fn id2label(&self) -> Option<&std::collections::BTreeMap<usize, String>> {
+        match self {
+            Model::Bert(m) => m.config.id2label.as_ref(),
+            Model::Decoder(m) => m.config.id2label.as_ref(),
         }
     }
 
@@ -81,6 +197,7 @@ impl Model {
     pub fn num_labels(&self) -> usize {
         match self {
             Model::Bert(m) => m.num_labels(),
+            Model::Decoder(m) => m.num_labels(),
         }
     }
 
@@ -88,6 +205,10 @@ impl Model {
     pub fn head_kind(&self) -> HeadKind {
         match self {
             Model::Bert(m) => m.head.kind,
+            Model::Decoder(m) => match m.head {
+                decoder::DecoderHead::Score(_) => HeadKind::Score,
+                decoder::DecoderHead::Lm(_) => HeadKind::Lm,
+            },
         }
     }
 
@@ -96,6 +217,7 @@ impl Model {
     pub fn initialised(&self) -> &[String] {
         match self {
             Model::Bert(m) => &m.initialised,
+            Model::Decoder(m) => &m.initialised,
         }
     }
 
@@ -103,6 +225,7 @@ impl Model {
     pub fn initialised_mut(&mut self) -> &mut Vec<String> {
         match self {
             Model::Bert(m) => &mut m.initialised,
+            Model::Decoder(m) => &mut m.initialised,
         }
     }
 
@@ -111,6 +234,7 @@ impl Model {
     pub fn linears(&self) -> Vec<&Linear> {
         match self {
             Model::Bert(m) => m.linears(),
+            Model::Decoder(m) => m.linears(),
         }
     }
 
@@ -118,6 +242,7 @@ impl Model {
     pub fn linears_mut(&mut self) -> Vec<&mut Linear> {
         match self {
             Model::Bert(m) => m.linears_mut(),
+            Model::Decoder(m) => m.linears_mut(),
         }
     }
 
@@ -126,20 +251,32 @@ impl Model {
         self.linears().iter().map(|l| (l.path.clone(), l.role)).collect()
     }
 
-    /// The head's linear layers (what the seed's "last layers" baseline trains).
+    /// The head's linear layers (an encoder's two, a decoder's score or untied lm_head).
     pub fn head_linears_mut(&mut self) -> Vec<&mut Linear> {
         match self {
             Model::Bert(m) => vec![&mut m.head.hidden, &mut m.head.classifier],
+            Model::Decoder(m) => m.head_linear_mut().into_iter().collect(),
+        }
+    }
+
+    /// Makes trainable what the seed's "last layers" baseline trains: an encoder's two head
+    /// linears; a decoder's head, last layer and final norm.
+    pub fn set_last_layers_trainable(&mut self) {
+        match self {
+            Model::Bert(m) => [&mut m.head.hidden, &mut m.head.classifier].into_iter().for_each(|l| l.set_base_trainable(true)),
+            Model::Decoder(m) => m.set_last_layers_trainable(),
         }
     }
 
     /// Replaces the classifier by a frozen zero one with `k` classes (an adapter then supplies it).
     pub fn reset_classifier(&mut self, k: usize) {
-        match self {
-            Model::Bert(m) => {
-                let c = &m.head.classifier;
-                m.head.classifier = Linear::new(c.path.clone(), c.role, c.in_dim(), k);
-            }
+        let last = self.head_linears_mut().pop();
+        if let Some(c) = last {
+            *c = if c.bias.is_some() {
+                Linear::new(c.path.clone(), c.role, c.in_dim(), k)
+            } else {
+                Linear::without_bias(c.path.clone(), c.role, c.in_dim(), k)
+            };
         }
     }
 
@@ -147,6 +284,7 @@ impl Model {
     pub fn base_params(&self) -> Vec<&Param> {
         match self {
             Model::Bert(m) => m.base_params(),
+            Model::Decoder(m) => m.base_params(),
         }
     }
 
@@ -154,6 +292,7 @@ impl Model {
     pub fn base_params_mut(&mut self) -> Vec<&mut Param> {
         match self {
             Model::Bert(m) => m.base_params_mut(),
+            Model::Decoder(m) => m.base_params_mut(),
         }
     }
 
@@ -162,6 +301,7 @@ impl Model {
     pub fn params_mut(&mut self) -> Vec<&mut Param> {
         match self {
             Model::Bert(m) => m.params_mut(),
+            Model::Decoder(m) => m.params_mut(),
         }
     }
 
@@ -169,6 +309,7 @@ impl Model {
     pub fn params(&self) -> Vec<&Param> {
         match self {
             Model::Bert(m) => m.params(),
+            Model::Decoder(m) => m.params(),
         }
     }
 
@@ -192,6 +333,7 @@ impl Model {
     pub fn forward<'a>(&self, batch: &Batch, acts: &'a mut Activations, pass: Pass) -> &'a [f32] {
         match self {
             Model::Bert(m) => m.forward(batch, &mut acts.bert, pass),
+            Model::Decoder(m) => m.forward(batch, &mut acts.decoder, pass),
         }
     }
 
@@ -200,15 +342,43 @@ impl Model {
     pub fn dlogits_mut<'a>(&self, acts: &'a mut Activations) -> &'a mut [f32] {
         match self {
             Model::Bert(m) => &mut acts.bert.grad.dlogits[..acts.bert.b * m.num_labels()],
+            Model::Decoder(m) => &mut acts.decoder.grad.dlogits[..acts.decoder.b * m.num_labels()],
         }
     }
 
-    /// Backward pass from [`Model::dlogits_mut`], accumulating into the gradients of trainable
+    /// Forward pass and the training objective: cross-entropy of the logits against
+    /// `batch.labels` (classification) or the next-token loss over `batch.targets` (a
+    /// language-model head). A pass that keeps caches leaves the loss's gradient ready for
+    /// [`Model::backward`].
+    pub fn forward_loss(&self, batch: &Batch, acts: &mut Activations, pass: Pass) -> LossStats {
+        if let Model::Decoder(m) = self {
+            if matches!(m.head, decoder::DecoderHead::Lm(_)) {
+                let s = m.lm_forward(batch, &mut acts.decoder, pass);
+                return LossStats { loss: s.mean(), count: s.count, correct: s.correct };
+            }
+        }
+        let k = self.num_labels();
+        let mut dl = std::mem::take(&mut acts.dlogits);
+        dl.resize(batch.len() * k, 0.0);
+        let logits = self.forward(batch, acts, pass);
+        let loss = crate::ops::loss::cross_entropy(&mut dl, logits, &batch.labels, k);
+        let correct = logits.chunks_exact(k).zip(&batch.labels).filter(|(row, &y)| crate::infer::evaluate::argmax(row) == y).count();
+        if pass.keeps_caches() {
+            self.dlogits_mut(acts).copy_from_slice(&dl);
+        }
+        acts.dlogits = dl;
+        LossStats { loss, count: batch.len(), correct }
+    }
+
+    /// Backward pass from the gradient the forward pass left (see [`Model::forward_loss`], or
+    /// [`Model::dlogits_mut`] set by the caller), accumulating into the gradients of trainable
     /// parameters. `pass` must be the one the forward pass ran with (it regenerates the same
     /// dropout masks).
     pub fn backward(&mut self, batch: &Batch, acts: &mut Activations, pass: Pass) {
         match self {
             Model::Bert(m) => m.backward(batch, &mut acts.bert, pass),
+            Model::Decoder(m) if matches!(m.head, decoder::DecoderHead::Lm(_)) => m.lm_backward(batch, &mut acts.decoder, pass),
+            Model::Decoder(m) => m.backward(batch, &mut acts.decoder, pass),
         }
     }
 
@@ -217,6 +387,7 @@ impl Model {
     pub fn pooled_hidden<'a>(&self, acts: &'a Activations, pass: Pass) -> &'a [f32] {
         match self {
             Model::Bert(m) => m.cls_hidden(&acts.bert, pass),
+            Model::Decoder(m) => m.pooled_hidden(&acts.decoder),
         }
     }
 
@@ -229,6 +400,7 @@ impl Model {
         for l in self.linears_mut() {
             l.merge();
         }
+        self.repack();
         Ok(())
     }
 
@@ -237,12 +409,37 @@ impl Model {
         for l in self.linears_mut() {
             l.unmerge();
         }
+        self.repack();
+    }
+
+    /// The arithmetic of the base weights' products.
+    pub fn precision(&self) -> precision::Precision {
+        self.linears().first().map_or(precision::Precision::Fp32, |l| l.precision)
+    }
+
+    /// Sets the arithmetic of every base product; in bf16 the frozen weights are packed once
+    /// (with their transposes for the input gradient when `backward`: training). Call it after
+    /// what trains is decided, and again after writing into frozen weights.
+    pub fn set_precision(&mut self, precision: precision::Precision, backward: bool) {
+        match self {
+            Model::Bert(m) => m.linears_mut().into_iter().for_each(|l| l.set_precision(precision, backward)),
+            Model::Decoder(m) => m.set_precision(precision, backward),
+        }
+    }
+
+    /// Packs again, in bf16, the frozen weights whose values changed (after a merge).
+    fn repack(&mut self) {
+        if self.precision() == precision::Precision::Bf16 {
+            let backward = self.linears().iter().any(|l| l.packed.as_ref().is_some_and(|p| p.w.is_some()));
+            self.set_precision(precision::Precision::Bf16, backward);
+        }
     }
 
     /// The module tree in the style of PyTorch's `print(model)`, marking LoRA and what trains.
     pub fn module_tree(&self) -> String {
         match self {
             Model::Bert(m) => bert::summary::module_tree(m),
+            Model::Decoder(m) => decoder::summary::module_tree(m),
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Element-wise activations with their derivatives: exact (erf) GELU, ReLU and tanh.
+//! Element-wise activations with their derivatives: exact (erf) GELU, ReLU, tanh, SiLU and the
+//! tanh-approximate GELU (GPT-2's `gelu_new`); and SwiGLU, silu(gate) · up (Llama's MLP).
 
 use super::fastmath::{erf, exp};
 use multiversion::multiversion;
@@ -18,6 +19,11 @@ pub enum Activation {
     Relu,
     /// tanh(x).
     Tanh,
+    /// x · sigmoid(x) (SiLU / swish), as PyTorch's `silu`.
+    Silu,
+    /// 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))): GPT-2's `gelu_new`.
+    #[serde(rename = "gelu_tanh")]
+    GeluTanh,
 }
 
 const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
@@ -39,12 +45,43 @@ fn tanh(x: f32) -> f32 {
     1.0 - 2.0 / (exp(2.0 * x) + 1.0)
 }
 
+#[inline(always)]
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp(-x))
+}
+
+#[inline(always)]
+fn silu(x: f32) -> f32 {
+    x * sigmoid(x)
+}
+
+#[inline(always)]
+fn silu_grad(x: f32) -> f32 {
+    let s = sigmoid(x);
+    s * (1.0 + x * (1.0 - s))
+}
+
+const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+
+#[inline(always)]
+fn gelu_tanh(x: f32) -> f32 {
+    0.5 * x * (1.0 + tanh(SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)))
+}
+
+#[inline(always)]
+fn gelu_tanh_grad(x: f32) -> f32 {
+    let t = tanh(SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x));
+    0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044_715 * x * x)
+}
+
 #[multiversion(targets("x86_64+avx2+fma", "x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma"))]
 fn forward_chunk(act: Activation, out: &mut [f32], x: &[f32]) {
     match act {
         Activation::Gelu => out.iter_mut().zip(x).for_each(|(o, x)| *o = gelu(*x)),
         Activation::Relu => out.iter_mut().zip(x).for_each(|(o, x)| *o = x.max(0.0)),
         Activation::Tanh => out.iter_mut().zip(x).for_each(|(o, x)| *o = tanh(*x)),
+        Activation::Silu => out.iter_mut().zip(x).for_each(|(o, x)| *o = silu(*x)),
+        Activation::GeluTanh => out.iter_mut().zip(x).for_each(|(o, x)| *o = gelu_tanh(*x)),
     }
 }
 
@@ -54,7 +91,37 @@ fn backward_chunk(act: Activation, d: &mut [f32], x: &[f32], out: &[f32]) {
         Activation::Gelu => d.iter_mut().zip(x).for_each(|(d, x)| *d *= gelu_grad(*x)),
         Activation::Relu => d.iter_mut().zip(x).for_each(|(d, x)| *d = if *x > 0.0 { *d } else { 0.0 }),
         Activation::Tanh => d.iter_mut().zip(out).for_each(|(d, o)| *d *= 1.0 - o * o),
+        Activation::Silu => d.iter_mut().zip(x).for_each(|(d, x)| *d *= silu_grad(*x)),
+        Activation::GeluTanh => d.iter_mut().zip(x).for_each(|(d, x)| *d *= gelu_tanh_grad(*x)),
     }
+}
+
+#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma"))]
+fn swiglu_chunk(out: &mut [f32], gate: &[f32], up: &[f32]) {
+    out.iter_mut().zip(gate).zip(up).for_each(|((o, g), u)| *o = silu(*g) * u);
+}
+
+#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma"))]
+fn swiglu_backward_chunk(dgate: &mut [f32], dup: &mut [f32], dout: &[f32], gate: &[f32], up: &[f32]) {
+    for i in 0..dout.len() {
+        let (g, u, d) = (gate[i], up[i], dout[i]);
+        dgate[i] = d * u * silu_grad(g);
+        dup[i] = d * silu(g);
+    }
+}
+
+/// SwiGLU forward: out = silu(gate) · up, element-wise.
+pub fn swiglu_forward(out: &mut [f32], gate: &[f32], up: &[f32]) {
+    out.par_chunks_mut(CHUNK).zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK))).for_each(|(o, (g, u))| swiglu_chunk(o, g, u));
+}
+
+/// SwiGLU backward: sets `dgate` and `dup` from the output gradient `dout`.
+pub fn swiglu_backward(dgate: &mut [f32], dup: &mut [f32], dout: &[f32], gate: &[f32], up: &[f32]) {
+    dgate
+        .par_chunks_mut(CHUNK)
+        .zip(dup.par_chunks_mut(CHUNK))
+        .zip(dout.par_chunks(CHUNK).zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK))))
+        .for_each(|((dg, du), (d, (g, u)))| swiglu_backward_chunk(dg, du, d, g, u));
 }
 
 impl Activation {
@@ -87,8 +154,37 @@ mod tests {
     }
 
     #[test]
+    fn silu_and_gelu_tanh_match_reference_values() {
+        // torch.nn.functional.silu(x); transformers' NewGELUActivation()(x)
+        let x = [-3.0f32, -1.0, 0.0, 0.5, 2.0];
+        let silu = [-0.142_277_61, -0.268_941_43, 0.0, 0.311_229_68, 1.761_594];
+        let gelu_new = [-0.003_637_433, -0.158_808, 0.0, 0.345_714, 1.954_597_7];
+        for (act, want) in [(Activation::Silu, silu), (Activation::GeluTanh, gelu_new)] {
+            let mut out = [0.0f32; 5];
+            act.forward(&mut out, &x);
+            for (o, w) in out.iter().zip(want) {
+                assert!((o - w).abs() < 2e-6, "{act:?}: {o} vs {w}");
+            }
+        }
+    }
+
+    #[test]
+    fn swiglu_backward_matches_finite_differences() {
+        let (gate, up, probe) = (random_vec(40, 1), random_vec(40, 2), random_vec(40, 3));
+        let (mut dg, mut du) = (vec![0.0; 40], vec![0.0; 40]);
+        swiglu_backward(&mut dg, &mut du, &probe, &gate, &up);
+        let f = |g: &[f32], u: &[f32]| {
+            let mut o = vec![0.0; 40];
+            swiglu_forward(&mut o, g, u);
+            dot(&o, &probe)
+        };
+        check_gradient("swiglu dgate", &gate, &dg, 1, |g| f(g, &up));
+        check_gradient("swiglu dup", &up, &du, 1, |u| f(&gate, u));
+    }
+
+    #[test]
     fn backward_matches_finite_differences() {
-        for act in [Activation::Gelu, Activation::Relu, Activation::Tanh] {
+        for act in [Activation::Gelu, Activation::Relu, Activation::Tanh, Activation::Silu, Activation::GeluTanh] {
             // Keep ReLU inputs away from its kink at 0.
             let x: Vec<f32> = random_vec(64, 1).iter().map(|v| if v.abs() < 0.05 { 0.3 } else { 2.0 * v }).collect();
             let probe = random_vec(64, 2);

@@ -1,12 +1,16 @@
 //! Multi-head attention core over packed variable-length sequences:
-//! ctx = dropout(softmax(Q·Kᵀ/√D)) · V, per sequence and head.
+//! ctx = dropout(softmax(Q·Kᵀ/√D + mask)) · V, per sequence and head, bidirectional (encoders)
+//! or causal (decoders), with grouped-query attention (several query heads share one key/value
+//! head).
 //!
-//! Dimensions: N packed key rows (all sequences back to back), Nq query rows, C = H·D features,
-//! H heads of width D. An [`AttnSpan`] says where a sequence's queries and keys are: for self-
-//! attention both are the sequence's rows; for the last layer (where only [CLS] matters) a
-//! sequence has one query row. Only the first `k_valid` key rows are attended to (the rest are
-//! padding: no attention, no gradient). Probabilities are cached for backward in one buffer of
-//! Σ H·q_len·k_valid floats.
+//! Dimensions: N packed key rows (all sequences back to back), Nq query rows, H query heads and
+//! Hkv key/value heads of width D (queries and context are [Nq, H·D], keys and values
+//! [N, Hkv·D]; query head h reads key/value head h / (H / Hkv)). An [`AttnSpan`] says where a
+//! sequence's queries and keys are: for self-attention both are the sequence's rows; for an
+//! encoder's last layer (where only [CLS] matters) a sequence has one query row. Only the first
+//! `k_valid` key rows are attended to (the rest are padding: no attention, no gradient); a causal
+//! query at position p attends to keys 0..=p. Probabilities are cached for backward in one buffer
+//! of Σ H·q_len·k_valid floats (masked entries are 0).
 
 use super::dropout::Dropout;
 use super::fastmath::exp;
@@ -38,21 +42,57 @@ pub struct AttnSpan {
     pub k_valid: usize,
     /// All key rows of the sequence (padding included): key gradients of padding rows are zeroed.
     pub k_total: usize,
+    /// Causal: query row t sits at position `q_pos + t` and attends to keys 0..=that position.
+    pub causal: bool,
+    /// Position of the first query row within the sequence (causal attention only).
+    pub q_pos: usize,
 }
 
 impl AttnSpan {
-    /// Self-attention over a sequence.
+    /// Bidirectional self-attention over a sequence.
     pub fn full(s: &SeqSpan) -> Self {
-        AttnSpan { q_start: s.start, q_len: s.len, k_start: s.start, k_valid: s.valid, k_total: s.len }
+        AttnSpan { q_start: s.start, q_len: s.len, k_start: s.start, k_valid: s.valid, k_total: s.len, causal: false, q_pos: 0 }
     }
 
     /// Only the sequence's first row ([CLS]) as query, stored at row `q_row` of the query matrix.
     pub fn cls(s: &SeqSpan, q_row: usize) -> Self {
-        AttnSpan { q_start: q_row, q_len: 1, k_start: s.start, k_valid: s.valid, k_total: s.len }
+        AttnSpan { q_start: q_row, q_len: 1, k_start: s.start, k_valid: s.valid, k_total: s.len, causal: false, q_pos: 0 }
+    }
+
+    /// Causal self-attention over a sequence (each row attends to itself and the rows before it).
+    pub fn causal(s: &SeqSpan) -> Self {
+        AttnSpan { causal: true, ..Self::full(s) }
+    }
+
+    /// Keys that query row `t` attends to.
+    fn allowed(&self, t: usize) -> usize {
+        if self.causal {
+            (self.q_pos + t + 1).min(self.k_valid)
+        } else {
+            self.k_valid
+        }
     }
 }
 
-/// Size of the probability cache for `spans` with `heads` heads.
+/// The heads of an attention layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Heads {
+    /// Query heads H.
+    pub q: usize,
+    /// Key/value heads Hkv (H is a multiple of it).
+    pub kv: usize,
+    /// Width D of every head.
+    pub dim: usize,
+}
+
+impl Heads {
+    /// Multi-head attention over `c` features: H = Hkv = `heads`, D = c / heads.
+    pub fn mha(heads: usize, c: usize) -> Self {
+        Heads { q: heads, kv: heads, dim: c / heads }
+    }
+}
+
+/// Size of the probability cache for `spans` with `heads` query heads.
 pub fn probs_len(spans: &[AttnSpan], heads: usize) -> usize {
     spans.iter().map(|s| heads * s.q_len * s.k_valid).sum()
 }
@@ -74,10 +114,12 @@ impl Shared {
     }
 }
 
-/// In-place softmax of each row of `p` (rows of `cols` values).
+/// In-place softmax of each row of `p` (rows of `cols` values); with a span, row t keeps only
+/// its first `span.allowed(t)` values (the rest become 0).
 #[multiversion(targets("x86_64+avx2+fma", "x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma"))]
-fn softmax_rows(p: &mut [f32], cols: usize) {
-    for row in p.chunks_exact_mut(cols) {
+fn softmax_rows(p: &mut [f32], cols: usize, span: &AttnSpan) {
+    for (t, full) in p.chunks_exact_mut(cols).enumerate() {
+        let (row, masked) = full.split_at_mut(span.allowed(t));
         let max = row.iter().fold(f32::NEG_INFINITY, |a, b| a.max(*b));
         let mut sum = 0.0f32;
         for x in row.iter_mut() {
@@ -88,6 +130,7 @@ fn softmax_rows(p: &mut [f32], cols: usize) {
         for x in row.iter_mut() {
             *x *= inv;
         }
+        masked.fill(0.0);
     }
 }
 
@@ -102,20 +145,22 @@ fn softmax_backward_rows(g: &mut [f32], p: &[f32], cols: usize, scale: f32) {
     }
 }
 
-/// The (sequence, head) tasks with the offset of each task's probability block.
-fn tasks(spans: &[AttnSpan], heads: usize) -> Vec<(AttnSpan, usize, usize)> {
-    let mut out = Vec::with_capacity(spans.len() * heads);
+/// The (sequence, key/value head) tasks with the offset of the probability block of the task's
+/// first query head (the group's heads follow it, each q_len·k_valid long).
+fn tasks(spans: &[AttnSpan], heads: Heads) -> Vec<(AttnSpan, usize, usize)> {
+    let group = heads.q / heads.kv;
+    let mut out = Vec::with_capacity(spans.len() * heads.kv);
     let mut off = 0;
     for s in spans {
-        for h in 0..heads {
-            out.push((*s, h, off));
-            off += s.q_len * s.k_valid;
+        for g in 0..heads.kv {
+            out.push((*s, g, off));
+            off += group * s.q_len * s.k_valid;
         }
     }
     out
 }
 
-/// Forward. Writes `ctx[Nq,C]` and `probs` (pre-dropout softmax); `scratch` (same size as
+/// Forward. Writes `ctx[Nq, H·D]` and `probs` (pre-dropout softmax); `scratch` (same size as
 /// `probs`) receives the dropped-out probabilities when `dropout` is active.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_forward(
@@ -126,38 +171,42 @@ pub fn attention_forward(
     k: &[f32],
     v: &[f32],
     spans: &[AttnSpan],
-    heads: usize,
-    c: usize,
+    heads: Heads,
     dropout: Dropout,
 ) {
-    let d = c / heads;
+    let (d, group) = (heads.dim, heads.q / heads.kv);
+    let (cq, ckv) = (heads.q * d, heads.kv * d);
     let scale = 1.0 / (d as f32).sqrt();
     let (ctx_p, probs_p, scratch_p) = (Shared::new(ctx), Shared::new(probs), Shared::new(scratch));
-    tasks(spans, heads).into_par_iter().for_each(|(s, h, off)| {
-        // SAFETY: task (s, h) writes probs/scratch[off..off+q_len*k_valid] and the query rows of
-        // s in columns of head h: disjoint from every other task.
+    tasks(spans, heads).into_par_iter().for_each(|(s, g, off0)| {
+        // SAFETY: task (s, g) writes the probability blocks of its group's heads and the query
+        // rows of s in those heads' columns: disjoint from every other task.
         let (ctx, probs, scratch) = unsafe { (ctx_p.slice(), probs_p.slice(), scratch_p.slice()) };
-        let (qb, kb, n) = (s.q_start * c, s.k_start * c, s.q_len * s.k_valid);
-        let p = &mut probs[off..off + n];
-        let qh = MatRef::cols_of(&q[qb..], s.q_len, c, h * d, d);
-        let kh = MatRef::cols_of(&k[kb..], s.k_valid, c, h * d, d);
-        let vh = MatRef::cols_of(&v[kb..], s.k_valid, c, h * d, d);
-        matmul(MatMut::new(p, s.q_len, s.k_valid), qh, kh.t(), scale, 0.0, Threads::One);
-        softmax_rows(p, s.k_valid);
-        let pd: &[f32] = if dropout.active() {
-            let sc = &mut scratch[off..off + n];
-            sc.copy_from_slice(p);
-            dropout.apply(sc, off);
-            sc
-        } else {
-            p
-        };
-        matmul(MatMut::cols_of(&mut ctx[qb..], s.q_len, c, h * d, d), MatRef::new(pd, s.q_len, s.k_valid), vh, 1.0, 0.0, Threads::One);
+        let (qb, kb, n) = (s.q_start * cq, s.k_start * ckv, s.q_len * s.k_valid);
+        let kh = MatRef::cols_of(&k[kb..], s.k_valid, ckv, g * d, d);
+        let vh = MatRef::cols_of(&v[kb..], s.k_valid, ckv, g * d, d);
+        for j in 0..group {
+            let (h, off) = (g * group + j, off0 + j * n);
+            let p = &mut probs[off..off + n];
+            let qh = MatRef::cols_of(&q[qb..], s.q_len, cq, h * d, d);
+            matmul(MatMut::new(p, s.q_len, s.k_valid), qh, kh.t(), scale, 0.0, Threads::One);
+            softmax_rows(p, s.k_valid, &s);
+            let pd: &[f32] = if dropout.active() {
+                let sc = &mut scratch[off..off + n];
+                sc.copy_from_slice(p);
+                dropout.apply(sc, off);
+                sc
+            } else {
+                p
+            };
+            let out = MatMut::cols_of(&mut ctx[qb..], s.q_len, cq, h * d, d);
+            matmul(out, MatRef::new(pd, s.q_len, s.k_valid), vh, 1.0, 0.0, Threads::One);
+        }
     });
 }
 
-/// Backward. Sets `dq` ([Nq,C]), `dk`, `dv` ([N,C]; padding rows become 0); `scratch` has the
-/// size of `probs`.
+/// Backward. Sets `dq` ([Nq, H·D]), `dk`, `dv` ([N, Hkv·D]; padding rows become 0); `scratch`
+/// has the size of `probs`.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
     dq: &mut [f32],
@@ -170,44 +219,44 @@ pub fn attention_backward(
     v: &[f32],
     probs: &[f32],
     spans: &[AttnSpan],
-    heads: usize,
-    c: usize,
+    heads: Heads,
     dropout: Dropout,
 ) {
-    let d = c / heads;
+    let (d, group) = (heads.dim, heads.q / heads.kv);
+    let (cq, ckv) = (heads.q * d, heads.kv * d);
     let scale = 1.0 / (d as f32).sqrt();
     let (dq_p, dk_p, dv_p, scratch_p) = (Shared::new(dq), Shared::new(dk), Shared::new(dv), Shared::new(scratch));
-    tasks(spans, heads).into_par_iter().for_each(|(s, h, off)| {
-        // SAFETY: as in the forward pass, each task owns its scratch block and its head's columns
-        // of its sequence's rows.
+    tasks(spans, heads).into_par_iter().for_each(|(s, g, off0)| {
+        // SAFETY: as in the forward pass, each task owns its group's scratch blocks, its query
+        // heads' columns of the sequence's query rows and its key/value head's columns.
         let (dq, dk, dv, scratch) = unsafe { (dq_p.slice(), dk_p.slice(), dv_p.slice(), scratch_p.slice()) };
-        let (qb, kb, n) = (s.q_start * c, s.k_start * c, s.q_len * s.k_valid);
-        let p = &probs[off..off + n];
-        let g = &mut scratch[off..off + n];
-        let qh = MatRef::cols_of(&q[qb..], s.q_len, c, h * d, d);
-        let kh = MatRef::cols_of(&k[kb..], s.k_valid, c, h * d, d);
-        let vh = MatRef::cols_of(&v[kb..], s.k_valid, c, h * d, d);
-        let dctx_h = MatRef::cols_of(&dctx[qb..], s.q_len, c, h * d, d);
-        // dV = Pdᵀ · dctx
-        g.copy_from_slice(p);
-        dropout.apply(g, off);
-        matmul(
-            MatMut::cols_of(&mut dv[kb..], s.k_valid, c, h * d, d),
-            MatRef::new(g, s.q_len, s.k_valid).t(),
-            dctx_h,
-            1.0,
-            0.0,
-            Threads::One,
-        );
-        // dP = (dctx · Vᵀ) ∘ mask;  dS = P ∘ (dP - rowsum(dP ∘ P)) · scale
-        matmul(MatMut::new(g, s.q_len, s.k_valid), dctx_h, vh.t(), 1.0, 0.0, Threads::One);
-        dropout.apply(g, off);
-        softmax_backward_rows(g, p, s.k_valid, scale);
-        let gs = MatRef::new(g, s.q_len, s.k_valid);
-        matmul(MatMut::cols_of(&mut dq[qb..], s.q_len, c, h * d, d), gs, kh, 1.0, 0.0, Threads::One);
-        matmul(MatMut::cols_of(&mut dk[kb..], s.k_valid, c, h * d, d), gs.t(), qh, 1.0, 0.0, Threads::One);
+        let (qb, kb, n) = (s.q_start * cq, s.k_start * ckv, s.q_len * s.k_valid);
+        let kh = MatRef::cols_of(&k[kb..], s.k_valid, ckv, g * d, d);
+        let vh = MatRef::cols_of(&v[kb..], s.k_valid, ckv, g * d, d);
+        for j in 0..group {
+            let (h, off) = (g * group + j, off0 + j * n);
+            // The group's first head writes dK, dV; the others add to them.
+            let beta = if j == 0 { 0.0 } else { 1.0 };
+            let p = &probs[off..off + n];
+            let gr = &mut scratch[off..off + n];
+            let qh = MatRef::cols_of(&q[qb..], s.q_len, cq, h * d, d);
+            let dctx_h = MatRef::cols_of(&dctx[qb..], s.q_len, cq, h * d, d);
+            // dV = Pdᵀ · dctx
+            gr.copy_from_slice(p);
+            dropout.apply(gr, off);
+            let dvh = MatMut::cols_of(&mut dv[kb..], s.k_valid, ckv, g * d, d);
+            matmul(dvh, MatRef::new(gr, s.q_len, s.k_valid).t(), dctx_h, 1.0, beta, Threads::One);
+            // dP = (dctx · Vᵀ) ∘ mask;  dS = P ∘ (dP - rowsum(dP ∘ P)) · scale (0 where P is masked)
+            matmul(MatMut::new(gr, s.q_len, s.k_valid), dctx_h, vh.t(), 1.0, 0.0, Threads::One);
+            dropout.apply(gr, off);
+            softmax_backward_rows(gr, p, s.k_valid, scale);
+            let gs = MatRef::new(gr, s.q_len, s.k_valid);
+            matmul(MatMut::cols_of(&mut dq[qb..], s.q_len, cq, h * d, d), gs, kh, 1.0, 0.0, Threads::One);
+            let dkh = MatMut::cols_of(&mut dk[kb..], s.k_valid, ckv, g * d, d);
+            matmul(dkh, gs.t(), qh, 1.0, beta, Threads::One);
+        }
         for row in s.k_valid..s.k_total {
-            let at = kb + row * c + h * d;
+            let at = kb + row * ckv + g * d;
             dk[at..at + d].fill(0.0);
             dv[at..at + d].fill(0.0);
         }
@@ -235,7 +284,7 @@ mod tests {
         let mut ctx = vec![0.0; n * C];
         let mut probs = vec![0.0; probs_len(&s, H)];
         let mut scratch = probs.clone();
-        attention_forward(&mut ctx, &mut probs, &mut scratch, q, k, v, &s, H, C, drop);
+        attention_forward(&mut ctx, &mut probs, &mut scratch, q, k, v, &s, Heads::mha(H, C), drop);
         (ctx, probs)
     }
 
@@ -263,7 +312,7 @@ mod tests {
         let mut ctx = vec![0.0; 3 * C];
         let mut probs = vec![0.0; probs_len(&spans, H)];
         let mut scratch = probs.clone();
-        attention_forward(&mut ctx, &mut probs, &mut scratch, &qc, &k, &v, &spans, H, C, Dropout::OFF);
+        attention_forward(&mut ctx, &mut probs, &mut scratch, &qc, &k, &v, &spans, Heads::mha(H, C), Dropout::OFF);
         for (i, s) in seq.iter().enumerate() {
             assert!(max_abs_diff(&ctx[i * C..(i + 1) * C], &full[s.start * C..(s.start + 1) * C]) < 1e-6);
         }
@@ -278,10 +327,75 @@ mod tests {
             let (_, probs) = run(&q, &k, &v, drop);
             let (mut dq, mut dk, mut dv) = (vec![1.0; n * C], vec![1.0; n * C], vec![1.0; n * C]);
             let mut scratch = vec![0.0; probs.len()];
-            attention_backward(&mut dq, &mut dk, &mut dv, &mut scratch, &probe, &q, &k, &v, &probs, &seqs(), H, C, drop);
+            attention_backward(&mut dq, &mut dk, &mut dv, &mut scratch, &probe, &q, &k, &v, &probs, &seqs(), Heads::mha(H, C), drop);
             check_gradient("attention dq", &q, &dq, 1, |q| dot(&run(q, &k, &v, drop).0, &probe));
             check_gradient("attention dk", &k, &dk, 1, |k| dot(&run(&q, k, &v, drop).0, &probe));
             check_gradient("attention dv", &v, &dv, 1, |v| dot(&run(&q, &k, v, drop).0, &probe));
         }
+    }
+
+    /// Causal grouped-query attention computed the obvious way, in f64: [N, H·D].
+    fn naive_causal_gqa(q: &[f32], k: &[f32], v: &[f32], seqs: &[SeqSpan], heads: Heads) -> Vec<f32> {
+        let (d, group) = (heads.dim, heads.q / heads.kv);
+        let (cq, ckv) = (heads.q * d, heads.kv * d);
+        let n: usize = seqs.iter().map(|s| s.len).sum();
+        let mut out = vec![0.0f32; n * cq];
+        for s in seqs {
+            for h in 0..heads.q {
+                let g = h / group;
+                for t in 0..s.len {
+                    let allowed = (t + 1).min(s.valid);
+                    let qr = &q[(s.start + t) * cq + h * d..][..d];
+                    let scores: Vec<f64> = (0..allowed)
+                        .map(|j| {
+                            let kr = &k[(s.start + j) * ckv + g * d..][..d];
+                            qr.iter().zip(kr).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() / (d as f64).sqrt()
+                        })
+                        .collect();
+                    let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let z: f64 = scores.iter().map(|x| (x - max).exp()).sum();
+                    for e in 0..d {
+                        let acc: f64 = (0..allowed).map(|j| (scores[j] - max).exp() / z * v[(s.start + j) * ckv + g * d + e] as f64).sum();
+                        out[(s.start + t) * cq + h * d + e] = acc as f32;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn causal_grouped_query_attention_matches_the_naive_one_and_its_gradients() {
+        let heads = Heads { q: 4, kv: 2, dim: 3 };
+        let (cq, ckv) = (12, 6);
+        let seq = [SeqSpan { start: 0, len: 5, valid: 5 }, SeqSpan { start: 5, len: 4, valid: 3 }, SeqSpan { start: 9, len: 1, valid: 1 }];
+        let spans: Vec<AttnSpan> = seq.iter().map(AttnSpan::causal).collect();
+        let n = 10;
+        let (q, k, v) = (random_vec(n * cq, 1), random_vec(n * ckv, 2), random_vec(n * ckv, 3));
+        let fwd = |q: &[f32], k: &[f32], v: &[f32]| {
+            let mut ctx = vec![0.0; n * cq];
+            let mut probs = vec![0.0; probs_len(&spans, heads.q)];
+            let mut scratch = probs.clone();
+            attention_forward(&mut ctx, &mut probs, &mut scratch, q, k, v, &spans, heads, Dropout::OFF);
+            (ctx, probs)
+        };
+        let (ctx, probs) = fwd(&q, &k, &v);
+        let want = naive_causal_gqa(&q, &k, &v, &seq, heads);
+        // Padding query rows (row 8 of sequence 1) are not compared: nothing reads them.
+        for row in (0..n).filter(|r| *r != 8) {
+            assert!(max_abs_diff(&ctx[row * cq..(row + 1) * cq], &want[row * cq..(row + 1) * cq]) < 1e-5, "row {row}");
+        }
+        // A future key changes nothing before it.
+        let mut k2 = k.clone();
+        k2[3 * ckv] += 5.0;
+        let (ctx2, _) = fwd(&q, &k2, &v);
+        assert_eq!(&ctx[..3 * cq], &ctx2[..3 * cq]);
+        let probe = random_vec(n * cq, 4);
+        let (mut dq, mut dk, mut dv) = (vec![1.0; n * cq], vec![1.0; n * ckv], vec![1.0; n * ckv]);
+        let mut scratch = vec![0.0; probs.len()];
+        attention_backward(&mut dq, &mut dk, &mut dv, &mut scratch, &probe, &q, &k, &v, &probs, &spans, heads, Dropout::OFF);
+        check_gradient("causal gqa dq", &q, &dq, 1, |q| dot(&fwd(q, &k, &v).0, &probe));
+        check_gradient("causal gqa dk", &k, &dk, 1, |k| dot(&fwd(&q, k, &v).0, &probe));
+        check_gradient("causal gqa dv", &v, &dv, 1, |v| dot(&fwd(&q, &k, v).0, &probe));
     }
 }

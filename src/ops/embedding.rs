@@ -1,4 +1,4 @@
-//! Token embedding lookup: out[t] = word[id_t] + position[pos_t] (+ token_type[type_t]).
+//! Token embedding lookup: out[t] = word[id_t] (+ position[pos_t]) (+ token_type[type_t]).
 //!
 //! Dimensions: N packed tokens, C features.
 
@@ -12,15 +12,17 @@ pub fn embedding_forward(
     positions: &[u32],
     type_ids: Option<&[u32]>,
     word: &[f32],
-    position: &[f32],
+    position: Option<&[f32]>,
     token_type: Option<&[f32]>,
     c: usize,
 ) {
     out[..ids.len() * c].par_chunks_mut(c).enumerate().with_min_len(32).for_each(|(t, row)| {
-        let w = &word[ids[t] as usize * c..][..c];
-        let p = &position[positions[t] as usize * c..][..c];
-        for ((o, a), b) in row.iter_mut().zip(w).zip(p) {
-            *o = a + b;
+        row.copy_from_slice(&word[ids[t] as usize * c..][..c]);
+        if let Some(position) = position {
+            let p = &position[positions[t] as usize * c..][..c];
+            for (o, b) in row.iter_mut().zip(p) {
+                *o += b;
+            }
         }
         if let (Some(types), Some(table)) = (type_ids, token_type) {
             let e = &table[types[t] as usize * c..][..c];
@@ -56,7 +58,7 @@ mod tests {
         let probe = random_vec(ids.len() * c, 4);
         let f = |word: &[f32], position: &[f32], tt: &[f32]| {
             let mut out = vec![0.0; ids.len() * c];
-            embedding_forward(&mut out, &ids, &pos, Some(&types), word, position, Some(tt), c);
+            embedding_forward(&mut out, &ids, &pos, Some(&types), word, Some(position), Some(tt), c);
             dot(&out, &probe)
         };
         let (mut gw, mut gp, mut gt) = (vec![0.0; v * c], vec![0.0; 3 * c], vec![0.0; 2 * c]);

@@ -1,8 +1,101 @@
-//! Linear layer kernels: y = x · Wᵀ + b with PyTorch's weight layout W: [out, in].
+//! Linear layer kernels: y = x · Wᵀ + b with PyTorch's weight layout W: [out, in], in f32 or
+//! with bf16 products ([`Arith`]).
 //!
 //! Dimensions: N rows (tokens), I input features, O output features.
 
+use super::bf16;
 use super::gemm::{matmul, MatMut, MatRef, Threads};
+use super::precision::{PackedWeight, Precision};
+
+/// How a linear layer's products with its weight are computed.
+#[derive(Clone, Copy, Debug)]
+pub enum Arith<'a> {
+    /// f32.
+    Fp32,
+    /// bf16 operands, f32 sums; against `packed` when it is there (a frozen weight packed once and
+    /// still matching), else packing the weight on the fly.
+    Bf16 {
+        /// The weight packed once.
+        packed: Option<&'a PackedWeight>,
+    },
+}
+
+impl<'a> Arith<'a> {
+    /// The arithmetic of `precision`, with `packed` when it is a current copy of `w`.
+    pub fn of(precision: Precision, packed: Option<&'a PackedWeight>, w: &[f32]) -> Arith<'a> {
+        match precision {
+            Precision::Fp32 => Arith::Fp32,
+            Precision::Bf16 => Arith::Bf16 { packed: packed.filter(|p| p.matches(w)) },
+        }
+    }
+}
+
+/// out = beta·out + x[N,I] · w[O,I]ᵀ in the given arithmetic.
+#[allow(clippy::too_many_arguments)]
+fn forward_product(out: &mut [f32], x: &[f32], w: &[f32], n: usize, i: usize, o: usize, beta: f32, arith: Arith<'_>) {
+    let (out, x, wt) = (MatMut::new(&mut out[..n * o], n, o), MatRef::new(&x[..n * i], n, i), MatRef::new(&w[..o * i], o, i).t());
+    match arith {
+        Arith::Fp32 => matmul(out, x, wt, 1.0, beta, Threads::Pool),
+        Arith::Bf16 { packed: Some(p) } => bf16::matmul_packed(out, x, &p.wt, 1.0, beta, Threads::Pool),
+        Arith::Bf16 { packed: None } => bf16::matmul(out, x, wt, 1.0, beta, Threads::Pool),
+    }
+}
+
+/// [`linear_forward`] in the given arithmetic.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_forward_with(y: &mut [f32], x: &[f32], w: &[f32], b: Option<&[f32]>, n: usize, i: usize, o: usize, arith: Arith<'_>) {
+    let y = &mut y[..n * o];
+    let beta = match b {
+        Some(b) => {
+            for row in y.chunks_exact_mut(o) {
+                row.copy_from_slice(b);
+            }
+            1.0
+        }
+        None => 0.0,
+    };
+    forward_product(y, x, w, n, i, o, beta, arith);
+}
+
+/// [`linear_backward`] in the given arithmetic.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_backward_with(
+    dx: Option<&mut [f32]>,
+    dw: Option<&mut [f32]>,
+    db: Option<&mut [f32]>,
+    dy: &[f32],
+    x: &[f32],
+    w: &[f32],
+    n: usize,
+    i: usize,
+    o: usize,
+    accumulate_dx: bool,
+    arith: Arith<'_>,
+) {
+    if let Arith::Fp32 = arith {
+        return linear_backward(dx, dw, db, dy, x, w, n, i, o, accumulate_dx);
+    }
+    let dy = &dy[..n * o];
+    if let Some(dx) = dx {
+        let beta = if accumulate_dx { 1.0 } else { 0.0 };
+        let (out, a, wv) = (MatMut::new(&mut dx[..n * i], n, i), MatRef::new(dy, n, o), MatRef::new(&w[..o * i], o, i));
+        match arith {
+            Arith::Bf16 { packed: Some(PackedWeight { w: Some(pw), .. }) } => bf16::matmul_packed(out, a, pw, 1.0, beta, Threads::Pool),
+            _ => bf16::matmul(out, a, wv, 1.0, beta, Threads::Pool),
+        }
+    }
+    if let Some(dw) = dw {
+        let out = MatMut::new(&mut dw[..o * i], o, i);
+        bf16::matmul(out, MatRef::new(dy, n, o).t(), MatRef::new(&x[..n * i], n, i), 1.0, 1.0, Threads::Pool);
+    }
+    if let Some(db) = db {
+        for row in dy.chunks_exact(o) {
+            for (g, d) in db.iter_mut().zip(row) {
+                *g += d;
+            }
+        }
+    }
+}
 
 /// y[N,O] = x[N,I] · w[O,I]ᵀ + b[O].
 pub fn linear_forward(y: &mut [f32], x: &[f32], w: &[f32], b: Option<&[f32]>, n: usize, i: usize, o: usize) {

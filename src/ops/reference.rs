@@ -5,7 +5,7 @@
 //! scale error, which the f32 self-consistency checks of each kernel's own tests would let pass.
 
 use super::activation::Activation;
-use super::attention::{attention_backward, attention_forward, probs_len, AttnSpan, SeqSpan};
+use super::attention::{attention_backward, attention_forward, probs_len, AttnSpan, Heads, SeqSpan};
 use super::dropout::Dropout;
 use super::embedding::{embedding_backward, embedding_forward};
 use super::layernorm::{layernorm_backward, layernorm_forward};
@@ -28,6 +28,8 @@ fn act64(a: Activation, x: f64) -> f64 {
         Activation::Gelu => 0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2)),
         Activation::Relu => x.max(0.0),
         Activation::Tanh => x.tanh(),
+        Activation::Silu => x / (1.0 + (-x).exp()),
+        Activation::GeluTanh => 0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh()),
     }
 }
 
@@ -139,11 +141,11 @@ fn attention_matches_its_f64_reference_with_padding_and_dropout() {
         let mut ctx = vec![0.0; n * c];
         let mut probs = vec![0.0; probs_len(&spans, heads)];
         let mut scratch = probs.clone();
-        attention_forward(&mut ctx, &mut probs, &mut scratch, &q, &k, &v, &spans, heads, c, drop);
+        attention_forward(&mut ctx, &mut probs, &mut scratch, &q, &k, &v, &spans, Heads::mha(heads, c), drop);
         let (q64, k64, v64) = (f64s(&q), f64s(&k), f64s(&v));
         assert_close("attention forward", &ctx, &f32s(&attention64(&q64, &k64, &v64, &spans, heads, c, drop)), 1e-5, 1e-6);
         let (mut dq, mut dk, mut dv) = (vec![0.0; n * c], vec![0.0; n * c], vec![0.0; n * c]);
-        attention_backward(&mut dq, &mut dk, &mut dv, &mut scratch, &probe, &q, &k, &v, &probs, &spans, heads, c, drop);
+        attention_backward(&mut dq, &mut dk, &mut dv, &mut scratch, &probe, &q, &k, &v, &probs, &spans, Heads::mha(heads, c), drop);
         let f = |q: &[f64], k: &[f64], v: &[f64]| dot64(&attention64(q, k, v, &spans, heads, c, drop), &probe);
         check_gradient_f64("attention dq", &q, &dq, |p| f(p, &k64, &v64)).unwrap();
         check_gradient_f64("attention dk", &k, &dk, |p| f(&q64, p, &v64)).unwrap();
@@ -175,7 +177,7 @@ fn cross_entropy_and_embeddings_match_f64_references() {
     let (ids, pos) = ([1u32, 5, 1, 0], [0u32, 1, 2, 0]);
     let (word, position, probe) = (random_vec(vocab * c, 2), random_vec(3 * c, 3), random_vec(ids.len() * c, 4));
     let mut out = vec![0.0; ids.len() * c];
-    embedding_forward(&mut out, &ids, &pos, None, &word, &position, None, c);
+    embedding_forward(&mut out, &ids, &pos, None, &word, Some(&position), None, c);
     let emb64 = |w: &[f64]| {
         let rows: Vec<f64> = (0..ids.len())
             .flat_map(|t| (0..c).map(move |j| (t, j)))

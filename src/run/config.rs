@@ -3,6 +3,7 @@
 
 use crate::data::DataSource;
 use crate::error::{Error, Result};
+use crate::model::precision::PrecisionChoice;
 use crate::model::HeadKind;
 use crate::optim::{OptimizerConfig, Schedule};
 use crate::plan::TrainPlan;
@@ -54,6 +55,9 @@ pub struct TrainConfig {
     pub limit_train: Option<usize>,
     /// Write a resumable checkpoint every this many steps.
     pub checkpoint_every: u64,
+    /// The arithmetic of the base weights' products (`auto`: bf16 where the CPU has it).
+    #[serde(default)]
+    pub precision: PrecisionChoice,
 }
 
 impl Default for TrainConfig {
@@ -81,6 +85,7 @@ impl Default for TrainConfig {
             bucket: false,
             limit_train: None,
             checkpoint_every: 200,
+            precision: PrecisionChoice::Fp32,
         }
     }
 }

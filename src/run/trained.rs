@@ -47,6 +47,7 @@ pub fn load_trained(run_dir: &Path) -> Result<Trained> {
     let mut model = build_model(&config, labels.len())?;
     checkpoint::load(&dir.best(), &mut model, None)?;
     crate::guard::check_finite(&model, &format!("run {} (its base model and best checkpoint)", run_dir.display()))?;
+    model.set_precision(config.precision.for_inference(), false);
     Ok(Trained { config, labels, tokenizer, model })
 }
 

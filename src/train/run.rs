@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::fsutil::write_json;
 use crate::infer::{evaluate, Metrics};
 use crate::lora::Scaling;
+use crate::model::precision::{kernel_name, Precision};
 use crate::model::{Model, Pass};
 use crate::optim::Adam;
 use crate::plan::TrainMode;
@@ -50,6 +51,9 @@ pub struct Summary {
     pub mean_train_tokens: f64,
     /// Full metrics of the best checkpoint on each split.
     pub splits: Vec<(String, Metrics)>,
+    /// The precision the run trained in ("fp32", or "bf16 (KERNEL)").
+    #[serde(default)]
+    pub precision: String,
 }
 
 /// How a call to [`train`] ended.
@@ -182,6 +186,8 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, resume: bool, stop: &AtomicBool,
     }
     drop(loaded);
     let names = splits.labels.names().to_vec();
+    let precision = cfg.precision.resolve()?;
+    model.set_precision(precision, true);
     let (trainable, total) = model.param_counts();
     log(&format!(
         "{} train / {} val / {} test examples, {} classes; {} of {} parameters train",
@@ -193,6 +199,12 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, resume: bool, stop: &AtomicBool,
         total
     ));
     warn_large_scale(&cfg, log);
+    if precision == Precision::Bf16 {
+        log(&format!(
+            "precision bf16 (kernel {}): bf16 products of the base weights, f32 sums and everything else f32",
+            kernel_name(precision)
+        ));
+    }
 
     let mut opt = Adam::new(cfg.optimizer);
     let mut progress = Progress::default();
@@ -284,6 +296,10 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, resume: bool, stop: &AtomicBool,
         examples_per_s: p.examples as f64 / p.train_seconds.max(1e-9),
         mean_train_tokens: splits.mean_train_tokens,
         splits: metrics,
+        precision: match precision {
+            Precision::Fp32 => "fp32".into(),
+            Precision::Bf16 => format!("bf16 ({})", kernel_name(precision)),
+        },
     };
     let what = if cfg.plan.mode == TrainMode::Full { "model/ folder" } else { "adapter/" };
     write_json(&s.dir.summary(), &summary)

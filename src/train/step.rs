@@ -5,7 +5,6 @@
 use crate::data::batch::Batch;
 use crate::error::{Error, Result};
 use crate::model::{Activations, Model, Pass};
-use crate::ops::loss::cross_entropy;
 use crate::optim::{clip_grad_norm, Adam};
 use std::time::Instant;
 
@@ -27,8 +26,6 @@ pub struct StepReport {
 pub struct Stepper {
     /// The model's activations and backward scratch.
     pub acts: Activations,
-    /// Gradient of the loss with respect to the logits [B, K].
-    dlogits: Vec<f32>,
 }
 
 impl Stepper {
@@ -37,10 +34,7 @@ impl Stepper {
     /// step number names the step in errors). A non-finite loss stops before any update.
     pub fn step(&mut self, model: &mut Model, batch: &Batch, pass: Pass, opt: &mut Adam, lr: f32, clip: Option<f32>) -> Result<StepReport> {
         let t0 = Instant::now();
-        let k = model.num_labels();
-        let logits = model.forward(batch, &mut self.acts, pass);
-        self.dlogits.resize(batch.len() * k, 0.0);
-        let loss = cross_entropy(&mut self.dlogits, logits, &batch.labels, k);
+        let loss = model.forward_loss(batch, &mut self.acts, pass).loss;
         if !loss.is_finite() {
             let step = match pass {
                 Pass::Train { step, .. } => step + 1,
@@ -48,7 +42,6 @@ impl Stepper {
             };
             return Err(Error::NonFiniteLoss { loss, step });
         }
-        model.dlogits_mut(&mut self.acts).copy_from_slice(&self.dlogits);
         let t1 = Instant::now();
         model.backward(batch, &mut self.acts, pass);
         let t2 = Instant::now();

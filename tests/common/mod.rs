@@ -2,6 +2,8 @@
 //! from the reference split, a tiny random BERT model folder, and running the binary.
 #![allow(dead_code)]
 
+pub mod golden;
+
 use lowrank::model::ModelConfig;
 use lowrank::model::{HeadKind, Model};
 use rand::SeedableRng;

@@ -4,7 +4,7 @@
 //!
 //! Dimensions: N packed rows, B sequences, C width, F feed-forward width, K classes.
 
-use crate::model::config::ModelConfig;
+use super::config::EncoderConfig;
 use crate::model::linear::{grow, LoraScratch};
 
 /// Index of each encoder linear in per-layer arrays.
@@ -136,7 +136,7 @@ pub struct BertActs {
 impl BertActs {
     /// Grows the buffers for a batch of `n` rows, `b` sequences, `probs` attention
     /// probabilities; `train` keeps every layer's cache (for backward), otherwise one is reused.
-    pub fn prepare(&mut self, cfg: &ModelConfig, num_labels: usize, n: usize, b: usize, probs: usize, train: bool) {
+    pub fn prepare(&mut self, cfg: &EncoderConfig, num_labels: usize, n: usize, b: usize, probs: usize, train: bool) {
         let (c, f) = (cfg.dim, cfg.ffn_dim);
         self.n = n;
         self.b = b;

@@ -47,7 +47,7 @@ impl Embeddings {
         let c = self.ln.weight.numel();
         let n = ids.len();
         let tt = self.token_type.as_ref().map(|p| p.data.as_slice());
-        embedding_forward(sum, ids, positions, tt.map(|_| type_ids), &self.word.data, &self.position.data, tt, c);
+        embedding_forward(sum, ids, positions, tt.map(|_| type_ids), &self.word.data, Some(&self.position.data), tt, c);
         layernorm_forward(out, mean, rstd, sum, &self.ln.weight.data, &self.ln.bias.data, n, c, self.ln.eps);
         drop.apply(&mut out[..n * c], 0);
     }

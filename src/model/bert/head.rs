@@ -5,30 +5,9 @@
 
 use super::acts::{GradScratch, HeadCache};
 use crate::model::linear::{Linear, LoraScratch};
+use crate::model::HeadKind;
 use crate::ops::activation::Activation;
 use crate::ops::dropout::Dropout;
-use serde::{Deserialize, Serialize};
-
-/// Which classification head sits on the encoder.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HeadKind {
-    /// DistilBertForSequenceClassification: pre_classifier, ReLU, dropout, classifier.
-    DistilBert,
-    /// BertForSequenceClassification: pooler dense, tanh, dropout, classifier.
-    Bert,
-}
-
-impl std::str::FromStr for HeadKind {
-    type Err = crate::error::Error;
-    fn from_str(s: &str) -> crate::error::Result<Self> {
-        match s {
-            "distilbert" => Ok(HeadKind::DistilBert),
-            "bert" => Ok(HeadKind::Bert),
-            other => Err(crate::error::Error::InvalidOption(format!("unknown head {other:?}; use distilbert or bert"))),
-        }
-    }
-}
 
 /// A classification head.
 #[derive(Clone, Debug)]
@@ -55,8 +34,8 @@ pub struct HeadDropout {
 impl Head {
     fn activation(&self) -> Activation {
         match self.kind {
-            HeadKind::DistilBert => Activation::Relu,
             HeadKind::Bert => Activation::Tanh,
+            _ => Activation::Relu,
         }
     }
 

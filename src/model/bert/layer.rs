@@ -8,7 +8,7 @@ use crate::model::linear::{grow, Linear};
 use crate::model::norm::LayerNorm;
 use crate::ops::activation::Activation;
 use crate::ops::add::add_into;
-use crate::ops::attention::{attention_backward, attention_forward, AttnSpan};
+use crate::ops::attention::{attention_backward, attention_forward, AttnSpan, Heads};
 use crate::ops::dropout::Dropout;
 use crate::ops::layernorm::{layernorm_backward, layernorm_forward};
 
@@ -79,7 +79,7 @@ impl EncoderLayer {
         lq.forward(q, hq, xq, lora_x, nq, drop.lora[Q]);
         lk.forward(k, hk, x, lora_x, n, drop.lora[K]);
         lv.forward(v, hv, x, lora_x, n, drop.lora[V]);
-        attention_forward(ctx, probs, probs_drop, q, k, v, spans, self.heads, c, drop.attn);
+        attention_forward(ctx, probs, probs_drop, q, k, v, spans, Heads::mha(self.heads, c), drop.attn);
         lo.forward(attn_res, ho, &ctx[..nq * c], lora_x, nq, drop.lora[O]);
         drop.attn_out.apply(&mut attn_res[..nq * c], 0);
         add_into(&mut attn_res[..nq * c], xq);
@@ -165,7 +165,20 @@ impl EncoderLayer {
             d_b
         };
         lo.backward(Some(d_ctx), false, d_attn_out, &cache.ctx, &lh[O], lora, nq, drop.lora[O]);
-        attention_backward(dq, dk, dv, probs, d_ctx, &cache.q, &cache.k, &cache.v, &cache.probs, spans, self.heads, c, drop.attn);
+        attention_backward(
+            dq,
+            dk,
+            dv,
+            probs,
+            d_ctx,
+            &cache.q,
+            &cache.k,
+            &cache.v,
+            &cache.probs,
+            spans,
+            Heads::mha(self.heads, c),
+            drop.attn,
+        );
         lq.backward(need_dx.then_some(&mut d_b[..]), true, dq, xq, &lh[Q], lora, nq, drop.lora[Q]);
         if compact && need_dx {
             // d_b holds the query rows' gradient: set it aside, then scatter it onto the key rows.

@@ -2,9 +2,9 @@
 //! model.safetensors, with or without the `distilbert.` / `bert.` prefix, a head loaded when
 //! present and initialised otherwise, and BERT → DistilBERT conversion for the DistilBERT head.
 
+use super::config::{Arch, EncoderConfig};
 use super::{Encoder, HeadKind};
 use crate::error::{Error, Result};
-use crate::model::config::{Arch, ModelConfig};
 use crate::model::load::{LoadOptions, LoadReport};
 use crate::param::Param;
 use crate::tensorfile::TensorFile;
@@ -23,11 +23,18 @@ fn ignorable(name: &str, head: HeadKind) -> bool {
 impl Encoder {
     /// Loads a model folder whose config.json is `config` (or, for a bare config.json, a zero
     /// model that can only be counted).
-    pub fn from_pretrained(path: &Path, config: ModelConfig, opts: &LoadOptions) -> Result<(Encoder, LoadReport)> {
+    pub fn from_pretrained(path: &Path, config: EncoderConfig, opts: &LoadOptions) -> Result<(Encoder, LoadReport)> {
         let head = opts.head.unwrap_or(match config.arch {
             Arch::DistilBert => HeadKind::DistilBert,
             Arch::Bert => HeadKind::Bert,
         });
+        if !matches!(head, HeadKind::DistilBert | HeadKind::Bert) {
+            return Err(Error::InvalidOption(format!(
+                "--head {} is a decoder's head; an encoder ({}) takes --head distilbert or bert",
+                head.name(),
+                config.arch.model_type()
+            )));
+        }
         let num_labels = opts.num_labels.or(config.id2label.as_ref().map(|m| m.len())).unwrap_or(2);
         if num_labels < 2 {
             return Err(Error::InvalidOption(format!("a classifier needs at least 2 classes, got {num_labels}")));
@@ -154,7 +161,7 @@ impl Encoder {
     }
 }
 
-fn initializer_range(config: &ModelConfig) -> f32 {
+fn initializer_range(config: &EncoderConfig) -> f32 {
     config.raw.get("initializer_range").and_then(serde_json::Value::as_f64).map_or(0.02, |v| v as f32)
 }
 

@@ -7,6 +7,7 @@
 //! Dimensions: N packed rows, B sequences, C width, F feed-forward width, K classes.
 
 pub mod acts;
+pub mod config;
 pub mod embeddings;
 pub mod head;
 pub mod layer;
@@ -14,14 +15,15 @@ pub mod load;
 pub mod names;
 pub mod summary;
 
+pub use crate::model::HeadKind;
 pub use acts::BertActs;
 pub use embeddings::Embeddings;
-pub use head::{Head, HeadDropout, HeadKind};
+pub use head::{Head, HeadDropout};
 pub use layer::{EncoderLayer, LayerDropout};
 
+use super::config::EncoderConfig;
 use crate::data::batch::Batch;
 use crate::lora::Role;
-use crate::model::config::ModelConfig;
 use crate::model::linear::Linear;
 use crate::model::norm::LayerNorm;
 use crate::model::Pass;
@@ -35,7 +37,7 @@ use rand_distr::{Distribution, Normal};
 #[derive(Clone, Debug)]
 pub struct Encoder {
     /// The encoder's configuration (arch says which tensor names it uses).
-    pub config: ModelConfig,
+    pub config: EncoderConfig,
     /// Embeddings.
     pub embeddings: Embeddings,
     /// Encoder layers.
@@ -50,7 +52,7 @@ pub struct Encoder {
 impl Encoder {
     /// A model of zeros (LayerNorm γ = 1) with every tensor named; nothing trains. Zero pages
     /// are not touched until written, so building one only to count parameters is cheap.
-    pub fn new(config: &ModelConfig, head: HeadKind, num_labels: usize) -> Encoder {
+    pub fn new(config: &EncoderConfig, head: HeadKind, num_labels: usize) -> Encoder {
         let arch = config.arch;
         let (c, f) = (config.dim, config.ffn_dim);
         let emb = names::embeddings(arch);

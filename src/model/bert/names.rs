@@ -1,8 +1,8 @@
 //! Hugging Face tensor and module names for each architecture, so that lowrank's parameters
 //! keep upstream keys (and PEFT adapters line up with them).
 
+use super::config::Arch;
 use crate::lora::Role;
-use crate::model::config::Arch;
 
 /// The module path of an encoder layer, e.g. `distilbert.transformer.layer.3`.
 pub fn layer_prefix(arch: Arch, layer: usize) -> String {
@@ -28,7 +28,7 @@ pub fn layer_linear(arch: Arch, layer: usize, role: Role) -> String {
         (Arch::Bert, Role::Projection) => "attention.output.dense",
         (Arch::Bert, Role::FfnIn) => "intermediate.dense",
         (Arch::Bert, Role::FfnOut) => "output.dense",
-        (_, Role::HeadHidden | Role::Classifier) => unreachable!("head linears are not in layers"),
+        (_, Role::HeadHidden | Role::Classifier | Role::Qkv) => unreachable!("encoder layers have separate q, k, v and no head linears"),
     };
     format!("{p}.{leaf}")
 }
@@ -53,6 +53,7 @@ pub fn head_linear(kind: crate::model::HeadKind, role: Role) -> String {
     match (kind, role) {
         (HeadKind::DistilBert, Role::HeadHidden) => "pre_classifier".into(),
         (HeadKind::Bert, Role::HeadHidden) => "bert.pooler.dense".into(),
+        (_, Role::HeadHidden) => "pre_classifier".into(),
         (_, Role::Classifier) => "classifier".into(),
         _ => unreachable!("only head roles"),
     }

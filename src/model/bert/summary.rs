@@ -1,7 +1,7 @@
 //! The module tree of a BERT-family encoder, as PyTorch's `print(model)` shows it.
 
+use super::config::Arch;
 use super::{Encoder, EncoderLayer, HeadKind};
-use crate::model::config::Arch;
 use crate::model::summary::{layer_norm, linear, mark};
 
 fn block(m: &Encoder, l: &EncoderLayer, ind: &str) -> String {
@@ -91,7 +91,7 @@ pub fn module_tree(m: &Encoder) -> String {
             s += &linear("dense", &h.hidden, "      ");
             s += "      (activation): Tanh()\n    )\n  )\n";
         }
-        HeadKind::DistilBert => {
+        _ => {
             s += "  )\n";
             s += &linear("pre_classifier", &h.hidden, "  ");
         }

@@ -1,0 +1,190 @@
+//! The decoders' buffer plan: what each layer's forward keeps for its backward, the scratch the
+//! backward works in, and the head's buffers, grown once to the largest batch seen and reused.
+//!
+//! Dimensions: N packed rows, B sequences, C width, F feed-forward width, Q = H·D query width,
+//! KV = Hkv·D key/value width, K classes.
+
+use super::config::DecoderConfig;
+use crate::model::linear::{grow, LoraScratch};
+use crate::model::norm::NormCache;
+
+/// What one decoder layer's forward keeps for its backward.
+#[derive(Default, Debug)]
+pub struct LayerCache {
+    /// Statistics of the norm before attention.
+    pub n1: NormCache,
+    /// The normalised input of the attention projections [N, C].
+    pub xn1: Vec<f32>,
+    /// Queries after the rotation [N, Q].
+    pub q: Vec<f32>,
+    /// Keys after the rotation [N, KV].
+    pub k: Vec<f32>,
+    /// Values [N, KV].
+    pub v: Vec<f32>,
+    /// Softmax probabilities (before dropout): [Σ H·len·valid].
+    pub probs: Vec<f32>,
+    /// Attention context, input of the output projection [N, Q].
+    pub ctx: Vec<f32>,
+    /// The residual stream after attention [N, C].
+    pub h1: Vec<f32>,
+    /// Statistics of the norm before the MLP.
+    pub n2: NormCache,
+    /// The normalised input of the MLP [N, C].
+    pub xn2: Vec<f32>,
+    /// Gate projection (gated MLP) or c_fc output (GPT-2) [N, F].
+    pub f1: Vec<f32>,
+    /// Up projection (gated MLP only) [N, F].
+    pub f2: Vec<f32>,
+    /// The MLP activation: silu(gate)·up, or gelu(c_fc) [N, F].
+    pub act: Vec<f32>,
+    /// Each linear's LoRA x·A [N, r], in the layer's linear order.
+    pub lora_h: [Vec<f32>; 7],
+}
+
+/// Scratch of the backward pass, shared by all layers.
+#[derive(Default, Debug)]
+pub struct GradScratch {
+    /// Gradient arriving at a layer's output; on return, the gradient of its input [N, C].
+    pub d_out: Vec<f32>,
+    /// Gradient of a norm's output [N, C].
+    pub d_a: Vec<f32>,
+    /// Gradient of the residual stream after attention [N, C].
+    pub d_b: Vec<f32>,
+    /// Dropout-masked copy of a gradient [N, C].
+    pub d_tmp: Vec<f32>,
+    /// Gradients of the MLP's pre-activations and activation [N, F] each.
+    pub d_f1: Vec<f32>,
+    /// Second MLP pre-activation gradient (gated MLP) [N, F].
+    pub d_f2: Vec<f32>,
+    /// Gradient of the MLP activation [N, F].
+    pub d_act: Vec<f32>,
+    /// Context gradient [N, Q].
+    pub d_ctx: Vec<f32>,
+    /// Query gradient [N, Q].
+    pub dq: Vec<f32>,
+    /// Key gradient [N, KV].
+    pub dk: Vec<f32>,
+    /// Value gradient [N, KV].
+    pub dv: Vec<f32>,
+    /// Fused q/k/v gradient (GPT-2) [N, Q + 2·KV].
+    pub dqkv: Vec<f32>,
+    /// Attention scratch (dropout-masked probabilities, then score gradients).
+    pub probs: Vec<f32>,
+    /// LoRA scratch.
+    pub lora: LoraScratch,
+    /// Gradient of the head's input rows [B, C].
+    pub d_pooled: Vec<f32>,
+    /// Gradient of the final norm's input rows [B, C].
+    pub d_final: Vec<f32>,
+    /// Logit gradients [B, K].
+    pub dlogits: Vec<f32>,
+}
+
+/// All buffers of one decoder for batches up to the largest seen so far.
+#[derive(Default, Debug)]
+pub struct DecoderActs {
+    /// Rows in the current batch.
+    pub n: usize,
+    /// Sequences in the current batch.
+    pub b: usize,
+    /// Hidden states: hidden[0] after the embeddings, hidden[l + 1] after layer l (two, reused
+    /// alternately, in inference).
+    pub hidden: Vec<Vec<f32>>,
+    /// Per-layer caches (a single reused one in inference).
+    pub layers: Vec<LayerCache>,
+    /// Rotary angle tables [N, D/2].
+    pub cos: Vec<f32>,
+    /// Rotary angle tables [N, D/2].
+    pub sin: Vec<f32>,
+    /// Fused q/k/v output before the split (GPT-2) [N, Q + 2·KV].
+    pub qkv: Vec<f32>,
+    /// Forward scratch for LoRA input dropout [N, max(C, F)].
+    pub lora_x: Vec<f32>,
+    /// Forward scratch for attention-probability dropout.
+    pub probs_drop: Vec<f32>,
+    /// The rows the head reads: each sequence's last token (classification) or every row with a
+    /// target (language modelling) [M].
+    pub rows: Vec<usize>,
+    /// The targets of those rows (language modelling) [M].
+    pub targets: Vec<u32>,
+    /// Chunk logits of the language-model loss.
+    pub lm_scratch: Vec<f32>,
+    /// The head's input rows, gathered from the last hidden state [M, C].
+    pub gathered: Vec<f32>,
+    /// Statistics of the final norm over the gathered rows.
+    pub nf: NormCache,
+    /// The final norm's output over the gathered rows [M, C].
+    pub pooled: Vec<f32>,
+    /// Logits [B, K].
+    pub logits: Vec<f32>,
+    /// The head's LoRA x·A.
+    pub head_lora_h: Vec<f32>,
+    /// Backward scratch.
+    pub grad: GradScratch,
+}
+
+impl DecoderActs {
+    /// Grows the buffers for a batch of `n` rows, `b` sequences and `probs` attention
+    /// probabilities; `train` keeps every layer's cache (for backward).
+    pub fn prepare(&mut self, cfg: &DecoderConfig, num_labels: usize, n: usize, b: usize, probs: usize, train: bool) {
+        let (c, f, q, kv) = (cfg.dim, cfg.ffn_dim, cfg.q_dim(), cfg.kv_dim());
+        self.n = n;
+        self.b = b;
+        let (n_hidden, n_layers) = if train { (cfg.n_layers + 1, cfg.n_layers) } else { (2, 1) };
+        if self.hidden.len() < n_hidden {
+            self.hidden.resize_with(n_hidden, Vec::new);
+        }
+        for h in &mut self.hidden[..n_hidden] {
+            grow(h, n * c);
+        }
+        if self.layers.len() < n_layers {
+            self.layers.resize_with(n_layers, LayerCache::default);
+        }
+        let gated = !cfg.arch.is_gpt2();
+        for l in &mut self.layers[..n_layers] {
+            for v in [&mut l.xn1, &mut l.h1, &mut l.xn2] {
+                grow(v, n * c);
+            }
+            grow(&mut l.q, n * q);
+            grow(&mut l.ctx, n * q);
+            grow(&mut l.k, n * kv);
+            grow(&mut l.v, n * kv);
+            grow(&mut l.f1, n * f);
+            grow(&mut l.act, n * f);
+            if gated {
+                grow(&mut l.f2, n * f);
+            }
+            grow(&mut l.probs, probs);
+        }
+        if cfg.arch.is_gpt2() {
+            grow(&mut self.qkv, n * (q + 2 * kv));
+        }
+        grow(&mut self.probs_drop, probs);
+        for v in [&mut self.gathered, &mut self.pooled] {
+            grow(v, b * c);
+        }
+        grow(&mut self.logits, b * num_labels);
+        if train {
+            let g = &mut self.grad;
+            for v in [&mut g.d_out, &mut g.d_a, &mut g.d_b, &mut g.d_tmp] {
+                grow(v, n * c);
+            }
+            for v in [&mut g.d_f1, &mut g.d_act] {
+                grow(v, n * f);
+            }
+            if gated {
+                grow(&mut g.d_f2, n * f);
+            } else {
+                grow(&mut g.dqkv, n * (q + 2 * kv));
+            }
+            grow(&mut g.d_ctx, n * q);
+            grow(&mut g.dq, n * q);
+            grow(&mut g.dk, n * kv);
+            grow(&mut g.dv, n * kv);
+            grow(&mut g.probs, probs);
+            grow(&mut g.d_pooled, b * c);
+            grow(&mut g.d_final, b * c);
+            grow(&mut g.dlogits, b * num_labels);
+        }
+    }
+}

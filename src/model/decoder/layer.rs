@@ -1,0 +1,299 @@
+//! One pre-norm decoder layer, as the Llama family and GPT-2 share it, with forward and backward:
+//! h = x + O(attention(rope(Q·n₁(x)), rope(K·n₁(x)), V·n₁(x))); out = h + MLP(n₂(h)), where the
+//! MLP is SwiGLU (down(silu(gate·x) · up·x), Llama) or GELU (c_proj(gelu(c_fc·x)), GPT-2), and
+//! q/k/v are three linears (Llama) or one fused `c_attn` (GPT-2).
+//!
+//! Dimensions: N packed rows, C width, F feed-forward width, H query heads and Hkv key/value
+//! heads of width D (Q = H·D, KV = Hkv·D).
+
+use super::acts::{GradScratch, LayerCache};
+use crate::model::linear::{grow, Linear};
+use crate::model::norm::Norm;
+use crate::ops::activation::{swiglu_backward, swiglu_forward, Activation};
+use crate::ops::add::add_into;
+use crate::ops::attention::{attention_backward, attention_forward, AttnSpan, Heads};
+use crate::ops::dropout::Dropout;
+use crate::ops::rope::{rope_backward, rope_forward};
+
+/// The attention projections: three linears, or one fused q|k|v linear (GPT-2's `c_attn`).
+// One value per layer, built once: the variants' size difference costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug)]
+pub enum Qkv {
+    /// q [Q, C], k [KV, C], v [KV, C].
+    Separate([Linear; 3]),
+    /// c_attn [Q + 2·KV, C], whose output columns are q | k | v.
+    Fused(Linear),
+}
+
+/// The feed-forward block.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug)]
+pub enum Mlp {
+    /// down(silu(gate(x)) · up(x)).
+    Gated {
+        /// gate_proj C → F.
+        gate: Linear,
+        /// up_proj C → F.
+        up: Linear,
+        /// down_proj F → C.
+        down: Linear,
+    },
+    /// proj(act(fc(x))).
+    Plain {
+        /// c_fc C → F.
+        fc: Linear,
+        /// c_proj F → C.
+        proj: Linear,
+        /// The activation.
+        activation: Activation,
+    },
+}
+
+/// Dropout masks of one layer for one step.
+#[derive(Clone, Copy, Debug)]
+pub struct LayerDropout {
+    /// On attention probabilities.
+    pub attn: Dropout,
+    /// On the attention output before the residual sum (GPT-2).
+    pub attn_out: Dropout,
+    /// On the MLP output before the residual sum (GPT-2).
+    pub mlp_out: Dropout,
+    /// On each LoRA branch's input (in [`DecoderLayer::linears`] order).
+    pub lora: [Dropout; 7],
+}
+
+impl LayerDropout {
+    /// No dropout anywhere (evaluation).
+    pub const OFF: LayerDropout =
+        LayerDropout { attn: Dropout::OFF, attn_out: Dropout::OFF, mlp_out: Dropout::OFF, lora: [Dropout::OFF; 7] };
+}
+
+/// One decoder layer.
+#[derive(Clone, Debug)]
+pub struct DecoderLayer {
+    /// Norm before attention (input_layernorm / ln_1).
+    pub attn_norm: Norm,
+    /// q, k, v projections.
+    pub qkv: Qkv,
+    /// Attention output projection (o_proj / attn.c_proj).
+    pub o: Linear,
+    /// Norm before the MLP (post_attention_layernorm / ln_2).
+    pub mlp_norm: Norm,
+    /// The MLP.
+    pub mlp: Mlp,
+    /// The heads.
+    pub heads: Heads,
+}
+
+/// The rotary angle tables of a batch, [N, D/2] each (None: learned positions).
+pub type RopeTables<'a> = Option<(&'a [f32], &'a [f32])>;
+
+impl DecoderLayer {
+    /// The linears in storage order: q, k, v (or c_attn), o, then gate, up, down (or c_fc, c_proj).
+    pub fn linears(&self) -> Vec<&Linear> {
+        let mut v: Vec<&Linear> = match &self.qkv {
+            Qkv::Separate(l) => l.iter().collect(),
+            Qkv::Fused(l) => vec![l],
+        };
+        v.push(&self.o);
+        match &self.mlp {
+            Mlp::Gated { gate, up, down } => v.extend([gate, up, down]),
+            Mlp::Plain { fc, proj, .. } => v.extend([fc, proj]),
+        }
+        v
+    }
+
+    /// Mutable access to [`DecoderLayer::linears`].
+    pub fn linears_mut(&mut self) -> Vec<&mut Linear> {
+        let mut v: Vec<&mut Linear> = match &mut self.qkv {
+            Qkv::Separate(l) => l.iter_mut().collect(),
+            Qkv::Fused(l) => vec![l],
+        };
+        v.push(&mut self.o);
+        match &mut self.mlp {
+            Mlp::Gated { gate, up, down } => v.extend([gate, up, down]),
+            Mlp::Plain { fc, proj, .. } => v.extend([fc, proj]),
+        }
+        v
+    }
+
+    /// Whether any parameter of the layer trains.
+    pub fn trainable(&self) -> bool {
+        self.linears().iter().any(|l| l.trainable()) || self.attn_norm.trainable() || self.mlp_norm.trainable()
+    }
+
+    /// Forward of `x[N,C]` into `out[N,C]`, filling `cache`. `qkv` is scratch for the fused
+    /// projection's output.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        &self,
+        out: &mut [f32],
+        x: &[f32],
+        cache: &mut LayerCache,
+        spans: &[AttnSpan],
+        rope: RopeTables<'_>,
+        n: usize,
+        drop: &LayerDropout,
+        qkv: &mut [f32],
+        lora_x: &mut Vec<f32>,
+        probs_drop: &mut [f32],
+    ) {
+        let c = x.len() / n;
+        let (h, d) = (self.heads.q, self.heads.dim);
+        let (qd, kvd) = (h * d, self.heads.kv * d);
+        let x = &x[..n * c];
+        let LayerCache { n1, xn1, q, k, v, probs, ctx, h1, n2, xn2, f1, f2, act, lora_h } = cache;
+        self.attn_norm.forward(xn1, n1, x, n);
+        let mut lh = lora_h.iter_mut();
+        let mut li = 0usize;
+        match &self.qkv {
+            Qkv::Separate([lq, lk, lv]) => {
+                lq.forward(q, lh.next().expect("7 slots"), &xn1[..n * c], lora_x, n, drop.lora[0]);
+                lk.forward(k, lh.next().expect("7 slots"), &xn1[..n * c], lora_x, n, drop.lora[1]);
+                lv.forward(v, lh.next().expect("7 slots"), &xn1[..n * c], lora_x, n, drop.lora[2]);
+                li += 3;
+            }
+            Qkv::Fused(l) => {
+                let w = qd + 2 * kvd;
+                l.forward(qkv, lh.next().expect("7 slots"), &xn1[..n * c], lora_x, n, drop.lora[0]);
+                for (r, row) in qkv[..n * w].chunks_exact(w).enumerate() {
+                    q[r * qd..(r + 1) * qd].copy_from_slice(&row[..qd]);
+                    k[r * kvd..(r + 1) * kvd].copy_from_slice(&row[qd..qd + kvd]);
+                    v[r * kvd..(r + 1) * kvd].copy_from_slice(&row[qd + kvd..]);
+                }
+                li += 1;
+            }
+        }
+        if let Some((cos, sin)) = rope {
+            rope_forward(q, cos, sin, n, h, d);
+            rope_forward(k, cos, sin, n, self.heads.kv, d);
+        }
+        attention_forward(ctx, probs, probs_drop, q, k, v, spans, self.heads, drop.attn);
+        self.o.forward(h1, lh.next().expect("7 slots"), &ctx[..n * qd], lora_x, n, drop.lora[li]);
+        li += 1;
+        drop.attn_out.apply(&mut h1[..n * c], 0);
+        add_into(&mut h1[..n * c], x);
+        self.mlp_norm.forward(xn2, n2, &h1[..n * c], n);
+        let xn2 = &xn2[..n * c];
+        match &self.mlp {
+            Mlp::Gated { gate, up, down } => {
+                let fw = gate.out_dim();
+                gate.forward(f1, lh.next().expect("7 slots"), xn2, lora_x, n, drop.lora[li]);
+                up.forward(f2, lh.next().expect("7 slots"), xn2, lora_x, n, drop.lora[li + 1]);
+                swiglu_forward(&mut act[..n * fw], &f1[..n * fw], &f2[..n * fw]);
+                down.forward(out, lh.next().expect("7 slots"), &act[..n * fw], lora_x, n, drop.lora[li + 2]);
+            }
+            Mlp::Plain { fc, proj, activation } => {
+                let fw = fc.out_dim();
+                fc.forward(f1, lh.next().expect("7 slots"), xn2, lora_x, n, drop.lora[li]);
+                activation.forward(&mut act[..n * fw], &f1[..n * fw]);
+                proj.forward(out, lh.next().expect("7 slots"), &act[..n * fw], lora_x, n, drop.lora[li + 1]);
+            }
+        }
+        drop.mlp_out.apply(&mut out[..n * c], 0);
+        add_into(&mut out[..n * c], &h1[..n * c]);
+    }
+
+    /// Backward: from `g.d_out` (gradient of the layer's output, [N,C]) to `g.d_out` again (the
+    /// gradient of its input `x`, when `need_dx`), accumulating the gradients of whatever trains.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &mut self,
+        g: &mut GradScratch,
+        x: &[f32],
+        cache: &LayerCache,
+        spans: &[AttnSpan],
+        rope: RopeTables<'_>,
+        n: usize,
+        drop: &LayerDropout,
+        need_dx: bool,
+    ) {
+        let c = x.len() / n;
+        let (h, d) = (self.heads.q, self.heads.dim);
+        let (qd, kvd) = (h * d, self.heads.kv * d);
+        let x = &x[..n * c];
+        let GradScratch { d_out, d_a, d_b, d_tmp, d_f1, d_f2, d_act, d_ctx, dq, dk, dv, dqkv, probs, lora, .. } = g;
+        let lh = &cache.lora_h;
+        let n_attn = match self.qkv {
+            Qkv::Separate(_) => 4,
+            Qkv::Fused(_) => 2,
+        };
+        // MLP branch: d_a = d(xn2).
+        let d_m: &[f32] = if drop.mlp_out.active() {
+            d_tmp[..n * c].copy_from_slice(&d_out[..n * c]);
+            drop.mlp_out.apply(&mut d_tmp[..n * c], 0);
+            d_tmp
+        } else {
+            d_out
+        };
+        let xn2 = &cache.xn2[..n * c];
+        match &mut self.mlp {
+            Mlp::Gated { gate, up, down } => {
+                let fw = gate.out_dim();
+                let li = n_attn;
+                grow(d_act, n * fw);
+                down.backward(Some(d_act), false, d_m, &cache.act, &lh[li + 2], lora, n, drop.lora[li + 2]);
+                swiglu_backward(&mut d_f1[..n * fw], &mut d_f2[..n * fw], &d_act[..n * fw], &cache.f1[..n * fw], &cache.f2[..n * fw]);
+                gate.backward(Some(d_a), false, d_f1, xn2, &lh[li], lora, n, drop.lora[li]);
+                up.backward(Some(d_a), true, d_f2, xn2, &lh[li + 1], lora, n, drop.lora[li + 1]);
+            }
+            Mlp::Plain { fc, proj, activation } => {
+                let fw = fc.out_dim();
+                let li = n_attn;
+                grow(d_f1, n * fw);
+                proj.backward(Some(d_f1), false, d_m, &cache.act, &lh[li + 1], lora, n, drop.lora[li + 1]);
+                activation.backward_inplace(&mut d_f1[..n * fw], &cache.f1[..n * fw], &cache.act[..n * fw]);
+                fc.backward(Some(d_a), false, d_f1, xn2, &lh[li], lora, n, drop.lora[li]);
+            }
+        }
+        // d_b = d(h1) = d_out (residual) + the MLP norm's input gradient.
+        self.mlp_norm.backward(d_b, d_a, &cache.h1[..n * c], &cache.n2, n, false);
+        add_into(&mut d_b[..n * c], &d_out[..n * c]);
+        // Attention branch.
+        let d_o: &[f32] = if drop.attn_out.active() {
+            d_tmp[..n * c].copy_from_slice(&d_b[..n * c]);
+            drop.attn_out.apply(&mut d_tmp[..n * c], 0);
+            d_tmp
+        } else {
+            d_b
+        };
+        let oi = n_attn - 1;
+        self.o.backward(Some(d_ctx), false, d_o, &cache.ctx, &lh[oi], lora, n, drop.lora[oi]);
+        attention_backward(dq, dk, dv, probs, d_ctx, &cache.q, &cache.k, &cache.v, &cache.probs, spans, self.heads, drop.attn);
+        if let Some((cos, sin)) = rope {
+            rope_backward(dq, cos, sin, n, h, d);
+            rope_backward(dk, cos, sin, n, self.heads.kv, d);
+        }
+        let xn1 = &cache.xn1[..n * c];
+        // The norm's input gradient is wanted below; its own parameters need d(xn1) too.
+        let norm_trains = self.attn_norm.trainable();
+        let d_xn1 = (need_dx || norm_trains).then_some(&mut d_a[..]);
+        match &mut self.qkv {
+            Qkv::Separate([lq, lk, lv]) => {
+                let mut d_xn1 = d_xn1;
+                lq.backward(d_xn1.as_deref_mut(), false, dq, xn1, &lh[0], lora, n, drop.lora[0]);
+                lk.backward(d_xn1.as_deref_mut(), true, dk, xn1, &lh[1], lora, n, drop.lora[1]);
+                lv.backward(d_xn1, true, dv, xn1, &lh[2], lora, n, drop.lora[2]);
+            }
+            Qkv::Fused(l) => {
+                let w = qd + 2 * kvd;
+                grow(dqkv, n * w);
+                for (r, row) in dqkv[..n * w].chunks_exact_mut(w).enumerate() {
+                    row[..qd].copy_from_slice(&dq[r * qd..(r + 1) * qd]);
+                    row[qd..qd + kvd].copy_from_slice(&dk[r * kvd..(r + 1) * kvd]);
+                    row[qd + kvd..].copy_from_slice(&dv[r * kvd..(r + 1) * kvd]);
+                }
+                l.backward(d_xn1, false, dqkv, xn1, &lh[0], lora, n, drop.lora[0]);
+            }
+        }
+        if need_dx {
+            // d(x) = d_b (residual) + the attention norm's input gradient, into d_out.
+            self.attn_norm.backward(d_out, d_a, x, &cache.n1, n, false);
+            add_into(&mut d_out[..n * c], &d_b[..n * c]);
+        } else if norm_trains {
+            // Nothing below trains: only the norm's parameter gradients are wanted.
+            self.attn_norm.backward(d_tmp, d_a, x, &cache.n1, n, false);
+        }
+    }
+}
