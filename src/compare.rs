@@ -105,6 +105,7 @@ pub fn eval_extra(run_dir: &Path, data_path: &Path) -> Result<f64> {
     let classes = t.classes()?;
     let ds = data::load(data_path, &ReadOptions { label_map: Some(classes.clone()), ..Default::default() })?;
     let enc = data::encode(&ds, &t.tokenizer)?;
+    crate::guard::check_token_ids(&enc.ids, &t.model.config(), &t.tokenizer.source.display().to_string())?;
     let m = evaluate(&t.model, &mut Activations::default(), &enc.ids, &enc.labels, classes.names(), 64, t.tokenizer.pad_id);
     let stem = data_path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     crate::fsutil::write_json(&run_dir.join(format!("eval-{stem}.json")), &serde_json::json!({"data": data_path, "metrics": m}))?;

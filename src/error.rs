@@ -174,6 +174,54 @@ pub enum Error {
         count: usize,
     },
 
+    /// Another process holds the lock of a folder or file this command would write.
+    #[error("{what} {} is in use by {owner}; wait for it to finish or stop it (a lock left by a process that died is taken over automatically)", path.display())]
+    Locked {
+        /// What is locked ("run folder", "sweep folder", "eval output").
+        what: String,
+        /// The folder or file.
+        path: PathBuf,
+        /// Who holds it.
+        owner: String,
+    },
+
+    /// An output folder would overwrite an input, or files lowrank did not write.
+    #[error("--out {}: {message}", path.display())]
+    OutputConflict {
+        /// The output folder as given.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        message: String,
+    },
+
+    /// A job would need more memory than the machine has.
+    #[error("{what} needs about {} of memory ({detail}) but this machine has {}; {fix}", crate::guard::memory::human(*needed), crate::guard::memory::human(*available))]
+    OutOfMemory {
+        /// The job.
+        what: String,
+        /// Estimated bytes.
+        needed: u64,
+        /// Bytes the machine has.
+        available: u64,
+        /// Where the estimate comes from.
+        detail: String,
+        /// What to change.
+        fix: String,
+    },
+
+    /// Weights or outputs hold NaN or infinity.
+    #[error("{what} holds {count} non-finite values (NaN or infinity; the first in {name}); {fix}")]
+    NonFinite {
+        /// What was checked ("the base model's weights", "the logits").
+        what: String,
+        /// The first tensor or item concerned.
+        name: String,
+        /// How many values.
+        count: usize,
+        /// What to do.
+        fix: String,
+    },
+
     /// A config.json's text is not valid (the loader adds the file's path: [`Error::Malformed`]).
     #[error("invalid config.json: {0}")]
     BadConfig(String),

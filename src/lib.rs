@@ -23,6 +23,7 @@ pub mod data;
 pub mod error;
 pub mod fsutil;
 pub mod gguf;
+pub mod guard;
 pub mod hub;
 pub mod infer;
 pub mod lora;

@@ -331,15 +331,71 @@ pub fn scatter_logx(stem: &Path, title: &str, x_label: &str, y_label: &str, seri
 mod tests {
     use super::*;
 
+    /// (width, height) from a PNG's IHDR, after checking that the file is whole (ends with IEND).
+    fn png_size(bytes: &[u8]) -> (u32, u32) {
+        assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n") && &bytes[12..16] == b"IHDR", "not a PNG");
+        assert!(bytes.ends_with(&[0x49, 0x45, 0x4E, 0x44, 0xAE, 0x42, 0x60, 0x82]), "the PNG is cut short");
+        let be = |i: usize| u32::from_be_bytes(bytes[i..i + 4].try_into().unwrap());
+        (be(16), be(20))
+    }
+
+    /// The value of `attr` in an SVG element's text.
+    fn attr<'a>(el: &'a str, attr: &str) -> Option<&'a str> {
+        let at = el.find(&format!(" {attr}=\""))? + attr.len() + 3;
+        el[at..].split('"').next()
+    }
+
+    /// Whether the SVG draws `text` as one text element.
+    fn has_text(svg: &str, text: &str) -> bool {
+        svg.contains(&format!(">\n{text}\n</text>"))
+    }
+
+    /// The SVG elements named `tag` whose colour is series 0's.
+    fn elements<'a>(svg: &'a str, tag: &str) -> Vec<&'a str> {
+        let c = color(0);
+        let hex = format!("#{:02X}{:02X}{:02X}", c.0, c.1, c.2);
+        svg.split(&format!("<{tag} "))
+            .skip(1)
+            .map(|e| e.split('>').next().unwrap_or(""))
+            .filter(|e| e.to_uppercase().contains(&hex))
+            .collect()
+    }
+
     #[test]
-    fn writes_png_and_svg_with_text() {
+    fn line_chart_draws_the_points_in_order_with_its_texts() {
         let dir = tempfile::tempdir().unwrap();
-        let s = vec![Series { name: "loss".into(), points: vec![(1.0, 0.7), (2.0, 0.5), (3.0, 0.45)] }];
-        let files = line_chart(&dir.path().join("curve"), "Training loss", "step", "loss", &s).unwrap();
+        let s = vec![Series { name: "train loss".into(), points: vec![(1.0, 0.7), (2.0, 0.5), (3.0, 0.45)] }];
+        let files = line_chart(&dir.path().join("curve"), "Training loss", "step", "cross-entropy", &s).unwrap();
         let png = std::fs::read(&files[0]).unwrap();
-        assert_eq!(&png[1..4], b"PNG");
+        assert_eq!(png_size(&png), (900, 540));
+        assert!(png.len() > 8_000, "a chart, not a blank page ({} bytes)", png.len());
         let svg = std::fs::read_to_string(&files[1]).unwrap();
-        assert!(svg.contains("Training loss"));
+        for text in ["Training loss", "step", "cross-entropy", "train loss"] {
+            assert!(has_text(&svg, text), "{text} is missing from the SVG");
+        }
+        // The series' line: three points, x increasing, and (falling loss) screen y increasing.
+        let line = elements(&svg, "polyline")
+            .into_iter()
+            .map(|e| attr(e, "points").unwrap())
+            .find(|p| p.split_whitespace().count() == 3)
+            .expect("the series' line");
+        let pts: Vec<(f64, f64)> = line
+            .split_whitespace()
+            .map(|p| {
+                let (x, y) = p.split_once(',').unwrap();
+                (x.parse().unwrap(), y.parse().unwrap())
+            })
+            .collect();
+        assert!(pts[0].0 < pts[1].0 && pts[1].0 < pts[2].0, "{pts:?}");
+        assert!(pts[0].1 < pts[1].1 && pts[1].1 < pts[2].1, "{pts:?}");
+        // The drop from 0.7 to 0.5 is four times the drop from 0.5 to 0.45.
+        let ratio = (pts[1].1 - pts[0].1) / (pts[2].1 - pts[1].1);
+        assert!((ratio - 4.0).abs() < 0.2, "{ratio}");
+    }
+
+    #[test]
+    fn bars_and_heatmaps_draw_their_values() {
+        let dir = tempfile::tempdir().unwrap();
         let bars = grouped_bars(
             &dir.path().join("bars"),
             "t",
@@ -349,9 +405,19 @@ mod tests {
             (50.0, 100.0),
         )
         .unwrap();
-        assert!(bars[0].exists());
+        assert_eq!(png_size(&std::fs::read(&bars[0]).unwrap()), (1000, 560));
+        let svg = std::fs::read_to_string(&bars[1]).unwrap();
+        assert!(has_text(&svg, "70.0") && has_text(&svg, "80.0"));
+        let heights: Vec<f64> =
+            elements(&svg, "rect").iter().filter_map(|e| attr(e, "height")?.parse().ok()).filter(|h| *h > 20.0).collect();
+        assert_eq!(heights.len(), 2, "{heights:?}");
+        // Bars start at 50: 80 is 1.5 times as tall as 70.
+        assert!((heights[1] / heights[0] - 1.5).abs() < 0.05, "{heights:?}");
         let h =
             heatmap(&dir.path().join("h"), "t", "alpha", "r", &["1".into(), "8".into()], &["1".into()], &[vec![Some(80.0), None]]).unwrap();
-        assert!(h[1].exists());
+        let svg = std::fs::read_to_string(&h[1]).unwrap();
+        assert_eq!(svg.matches(">\n80.0\n</text>").count(), 1, "one cell with a value");
+        assert!(!svg.contains("NaN") && !svg.contains("None"), "the empty cell draws nothing");
+        assert_eq!(png_size(&std::fs::read(&h[0]).unwrap()), (900, 640));
     }
 }

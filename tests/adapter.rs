@@ -33,9 +33,9 @@ fn logits(model: &Model, batch: &Batch) -> Vec<f32> {
     model.forward(batch, &mut Activations::default(), Pass::Eval).to_vec()
 }
 
+/// Largest |a - b|; NaN when either side is not finite, so every `max_diff(..) < tol` fails on it.
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    lowrank::ops::testing::max_abs_diff(a, b)
 }
 
 fn base(name: &str) -> Model {
@@ -53,7 +53,7 @@ fn adapters_written_by_peft_give_peft_s_logits() {
         load_into(&dir, &mut m).unwrap();
         let after = logits(&m, &batch);
         let d = max_diff(&after, &expected.tensors["logits"].f32);
-        assert!(d < 1e-4, "{case}: max |lowrank - PEFT| = {d}");
+        assert!(d < 1e-5, "{case}: max |lowrank - PEFT| = {d}");
         assert!(max_diff(&before, &after) > 0.1, "{case}: the adapter changed nothing");
     }
 }

@@ -17,13 +17,9 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden")
 }
 
-/// Largest |a - b| must be within `rtol` of the largest |b| (plus a tiny floor for all-zero tensors).
-fn assert_close(what: &str, got: &[f32], want: &[f32], rtol: f32, atol: f32) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let diff = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-    let scale = want.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
-    assert!(diff <= atol + rtol * scale, "{what}: max diff {diff:e} vs max |want| {scale:e}");
-}
+/// Largest |a - b| must be within `rtol` of the largest |b| (plus a tiny floor for all-zero
+/// tensors); a NaN or infinity on either side fails ([`lowrank::ops::testing::compare`]).
+use lowrank::ops::testing::assert_close;
 
 fn run_case(case: &str) {
     let meta: Value = serde_json::from_str(&std::fs::read_to_string(fixtures().join(format!("{case}.json"))).unwrap()).unwrap();
@@ -86,7 +82,7 @@ fn run_case(case: &str) {
     assert_close(&format!("{case}: logits"), &logits, &file.tensors["logits"].f32, 0.0, 1e-5);
     let mut dlogits = vec![0.0; b * k];
     let loss = cross_entropy(&mut dlogits, &logits, &labels, k);
-    assert!((loss - file.tensors["loss"].f32[0]).abs() < 1e-5, "{case}: loss {loss} vs {}", file.tensors["loss"].f32[0]);
+    assert_close(&format!("{case}: loss"), &[loss], &file.tensors["loss"].f32, 0.0, 1e-5);
     model.dlogits_mut(&mut acts).copy_from_slice(&dlogits);
     model.zero_grad();
     model.backward(&batch, &mut acts, Pass::Eval);

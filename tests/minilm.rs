@@ -52,7 +52,6 @@ fn cls_hidden_state_equals_transformers() {
     let c = want.shape[1];
     for i in 0..batch.len() {
         let got = &hidden[i * c..(i + 1) * c];
-        let diff = got.iter().zip(&want.f32[i * c..(i + 1) * c]).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-        assert!(diff < 1e-4, "sentence {i}: max |Δcls| = {diff}");
+        lowrank::ops::testing::assert_close(&format!("sentence {i}: [CLS] hidden state"), got, &want.f32[i * c..(i + 1) * c], 0.0, 1e-4);
     }
 }

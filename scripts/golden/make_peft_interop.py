@@ -25,14 +25,24 @@ perturbed, so that the adapter matters. When a lowrank binary is found, part A a
 ``lowrank predict --adapter tests/fixtures/peft/<case>`` reproduces PEFT's logits (through a
 throw-away copy of the tiny model with a synthetic vocab.txt: token "w<i>" has id i).
 
-Part B (a check; writes tests/fixtures/peft/interop-report.json, not needed in CI) trains tiny
+Part B (a check; writes tests/fixtures/peft/interop-report.json) trains tiny
 lowrank runs on all-MiniLM-L6-v2 in a temporary folder, then for six fixed texts compares
 ``lowrank predict --adapter RUN/adapter`` logits with (1) PEFT: ``PeftModel.from_pretrained(
 BertForSequenceClassification(all-MiniLM-L6-v2), RUN/adapter)`` and (2) transformers:
-``AutoModelForSequenceClassification.from_pretrained(lowrank merge output)``. Tolerance 1e-4.
+``AutoModelForSequenceClassification.from_pretrained(lowrank merge output)``. Tolerance 1e-5.
 For the DistilBERT-head run, PEFT is applied to a DistilBertForSequenceClassification that this
 script converts from the BERT checkpoint itself (token_type_embeddings[0] folded into the position
 embeddings), independently of lowrank's conversion. Errors are recorded verbatim, not worked around.
+
+For every run whose adapter PEFT loaded and checked, part B also records the exact files PEFT
+loaded, in tests/fixtures/peft/lowrank-made/<run>/ (adapter_model.safetensors, adapter_config.json,
+labels.json, lowrank.json) with expected.json (the training arguments, PEFT's logits on the six
+texts, and the CPU features and thread count lowrank ran with). tests/peft_interop.rs keeps this
+honest in CI without torch: it trains the same runs again with lowrank (same data, seed and
+threads), compares the regenerated files with the recorded ones (bytes, when the CPU features
+match; tensors within 1e-6 otherwise) and lowrank's logits with PEFT's (< 1e-5). When lowrank's
+adapter writer or its numerics change, that test fails until this script is run again, so what
+PEFT checked is always what lowrank writes.
 
 Everything is deterministic (fixed seeds, CPU, eager attention, one thread).
 """
@@ -81,7 +91,7 @@ MINILM = Path("assets/all-MiniLM-L6-v2")
 
 BATCH, SEQ = make_golden.BATCH, make_golden.SEQ
 LENGTHS = make_golden.LENGTHS
-TOL = 1e-4
+TOL = 1e-5
 MIN_ADAPTER_EFFECT = 0.1
 
 torch.set_default_dtype(torch.float32)
@@ -240,7 +250,38 @@ def check_fixture_with_lowrank(binary: Path, name: str, spec: dict, inputs) -> d
 # --------------------------------------------------------------------------------------
 # Part B: lowrank -> PEFT, merged models -> transformers
 # --------------------------------------------------------------------------------------
-COMMON = ["--limit-train", "48", "--epochs", "1", "--batch-size", "12", "--max-length", "64", "--lr", "1e-3", "--checkpoint-every", "1000"]
+COMMON = ["--limit-train", "48", "--epochs", "1", "--batch-size", "12", "--max-length", "64", "--lr", "1e-3", "--checkpoint-every", "1000",
+          "--threads", "2"]
+FIXED = OUT / "lowrank-made"
+RECORDED = ("adapter_model.safetensors", "adapter_config.json", "labels.json", "lowrank.json")
+
+
+def cpu_features() -> list[str]:
+    """The x86 vector features that change lowrank's floating-point results (its kernels dispatch on them)."""
+    try:
+        flags = next(l for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("flags")).split(":")[1].split()
+    except (OSError, StopIteration):
+        return []
+    return sorted(f for f in flags if f in ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16", "amx_bf16"))
+
+
+def record_fixture(spec: dict, adapter: Path, peft_logits: list, lowrank_logits: list, diff: float) -> None:
+    """The files PEFT loaded and checked, and what it computed from them."""
+    folder = FIXED / spec["name"]
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for f in RECORDED:
+        shutil.copy(adapter / f, folder / f)
+    (folder / "expected.json").write_text(json.dumps({
+        "train_args": spec["args"] + COMMON,
+        "data": {"train": "rotten-tomatoes split train.csv", "val": "its first 50 rows of val.csv", "test": "its first 50 rows of test.csv"},
+        "texts": TEXTS,
+        "peft_logits": peft_logits,
+        "lowrank_logits": lowrank_logits,
+        "peft_max_abs_diff": diff,
+        "cpu_features": cpu_features(),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
+    }, indent=2, ensure_ascii=False) + "\n")
 
 RUNS = [
     dict(name="bert-lora-raschka-qv", head="bert", args=["--head", "bert"]),
@@ -437,6 +478,8 @@ def check_run(binary: Path, tmp: Path, rt: Path, spec: dict) -> dict:
         peft_res["passed"] = peft_res["max_abs_diff"] < TOL and bad is None
         if bad:
             peft_res["error"] = bad
+        if peft_res["passed"]:
+            record_fixture(spec, adapter, got.tolist(), want.tolist(), peft_res["max_abs_diff"])
     except Exception as e:  # noqa: BLE001
         peft_res.update(passed=False, error=error_text(e))
     res["peft_load"] = peft_res

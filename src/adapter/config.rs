@@ -29,6 +29,10 @@ pub struct LowrankExtra {
     /// equivalent per-module PEFT values).
     #[serde(default)]
     pub patterns: LoraPatterns,
+    /// The base model's shape (layers, width, heads, vocabulary), checked when the adapter is
+    /// applied ([`crate::guard::fit`]); absent in adapters written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<Value>,
 }
 
 /// The fields of adapter_config.json that matter to lowrank.

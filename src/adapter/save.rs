@@ -197,6 +197,7 @@ pub fn save_adapter(model: &Model, dir: &Path, info: &AdapterInfo<'_>) -> Result
         version: env!("CARGO_PKG_VERSION").into(),
         init: info.lora.map(|l| l.init_kind()),
         patterns,
+        base: Some(crate::guard::fit::base_shape(&model.config())),
     };
     write_folder(dir, |tmp| {
         let tensors: Vec<OutTensor<'_>> = owned.iter().map(|(n, s, d)| OutTensor { name: n.clone(), shape: s.clone(), data: d }).collect();

@@ -186,16 +186,38 @@ fn cpu_name() -> String {
         .unwrap_or_default()
 }
 
-/// Builds the benchmark model: random N(0, 0.02) weights, LayerNorm γ = 1, what trains per the workload.
-pub fn bench_model(w: &Workload) -> Result<Model> {
-    let cfg = bench_config(&w.config)?;
-    let head = match &cfg {
+/// What trains in the workload: LoRA (PEFT scaling) on query + value or on every encoder linear,
+/// or the mode's parameters.
+pub fn bench_plan(w: &Workload) -> Result<TrainPlan> {
+    let flags = match w.targets.as_str() {
+        "qv" => SeedFlags::query_value(),
+        "all" => SeedFlags { query: true, key: true, value: true, projection: true, mlp: true, head: false },
+        other => return Err(Error::InvalidOption(format!("--targets {other:?}: use qv or all"))),
+    };
+    Ok(TrainPlan {
+        mode: w.mode,
+        lora: LoraConfig { r: w.lora_r, alpha: w.lora_alpha, scaling: Scaling::Peft, dora: w.dora, ..Default::default() },
+        targets: TargetModules::Flags(flags),
+        modules_to_save: vec![],
+        seed: w.seed,
+        patterns: Default::default(),
+    })
+}
+
+/// The benchmark model's head: the architecture's classification head, or the causal-LM head.
+pub fn bench_head(cfg: &ModelConfig, causal_lm: bool) -> HeadKind {
+    match cfg {
+        _ if causal_lm => HeadKind::Lm,
         ModelConfig::Encoder(e) if e.arch == Arch::Bert => HeadKind::Bert,
         ModelConfig::Encoder(_) => HeadKind::DistilBert,
         ModelConfig::Decoder(_) => HeadKind::Score,
-    };
-    let head = if w.causal_lm { HeadKind::Lm } else { head };
-    let mut model = Model::new(&cfg, head, 2);
+    }
+}
+
+/// Builds the benchmark model: random N(0, 0.02) weights, LayerNorm γ = 1, what trains per the workload.
+pub fn bench_model(w: &Workload) -> Result<Model> {
+    let cfg = bench_config(&w.config)?;
+    let mut model = Model::new(&cfg, bench_head(&cfg, w.causal_lm), 2);
     let mut rng = rand::rngs::StdRng::seed_from_u64(w.seed);
     let normal = Normal::new(0.0f32, 0.02).expect("valid");
     for p in model.base_params_mut() {
@@ -204,19 +226,7 @@ pub fn bench_model(w: &Workload) -> Result<Model> {
             p.data.iter_mut().for_each(|v| *v = normal.sample(&mut rng));
         }
     }
-    let flags = match w.targets.as_str() {
-        "qv" => SeedFlags::query_value(),
-        "all" => SeedFlags { query: true, key: true, value: true, projection: true, mlp: true, head: false },
-        other => return Err(Error::InvalidOption(format!("--targets {other:?}: use qv or all"))),
-    };
-    let plan = TrainPlan {
-        mode: w.mode,
-        lora: LoraConfig { r: w.lora_r, alpha: w.lora_alpha, scaling: Scaling::Peft, dora: w.dora, ..Default::default() },
-        targets: TargetModules::Flags(flags),
-        modules_to_save: vec![],
-        seed: w.seed,
-        patterns: Default::default(),
-    };
+    let plan = bench_plan(w)?;
     plan.apply(&mut model)?;
     // Non-zero B, as after some training.
     for lin in model.linears_mut() {
@@ -241,7 +251,8 @@ pub fn run(w: &Workload) -> Result<BenchResult> {
     model.set_precision(precision, !w.infer);
     let vocab = model.vocab_size();
     let mut rng = rand::rngs::StdRng::seed_from_u64(w.seed ^ 1);
-    let seqs: Vec<Vec<u32>> = (0..w.batch).map(|_| (0..w.seq).map(|_| rng.random_range(1000..vocab as u32)).collect()).collect();
+    let seqs: Vec<Vec<u32>> =
+        (0..w.batch).map(|_| (0..w.seq).map(|_| rng.random_range(1000.min(vocab as u32 - 1)..vocab as u32)).collect()).collect();
     let labels: Vec<usize> = (0..w.batch).map(|i| i % 2).collect();
     let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
     let batch = if w.causal_lm {

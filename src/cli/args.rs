@@ -40,8 +40,10 @@ impl ModelArgs {
 pub struct GivenOptions(pub Vec<(&'static str, Value)>);
 
 fn parse_float(s: &str) -> std::result::Result<f64, String> {
-    // Parsed as f32 (the engine's type), so a value given here equals one written in code.
-    s.trim().parse::<f32>().map(f64::from).map_err(|_| format!("{s:?} is not a number"))
+    // Parsed as f32 (the engine's type), so a value given here equals one written in code; carried
+    // as the f64 of its shortest decimal form, so messages show "-0.001", not -0.0010000000474974513.
+    let v = s.trim().parse::<f32>().map_err(|_| format!("{s:?} is not a number"))?;
+    Ok(v.to_string().parse::<f64>().unwrap_or(f64::from(v)))
 }
 
 fn parse_int(s: &str) -> std::result::Result<i64, String> {
@@ -177,6 +179,20 @@ impl DataArgs {
 
 const FLAG_NAMES: [&str; 6] = ["lora_query", "lora_key", "lora_value", "lora_projection", "lora_mlp", "lora_head"];
 
+/// Options that only matter in `--mode lora`.
+const LORA_ONLY: [&str; 10] = [
+    "lora_r",
+    "lora_alpha",
+    "scaling",
+    "lora_dropout",
+    "target_modules",
+    "lora_query",
+    "lora_key",
+    "lora_value",
+    "lora_projection",
+    "lora_mlp",
+];
+
 /// Applies given training options to `cfg` through the catalogue. The seed's target flags and
 /// `--target-modules` exclude each other; with neither, LoRA goes on query and value.
 pub fn apply_options(cfg: &mut TrainConfig, given: &[(&'static str, Value)]) -> Result<()> {
@@ -189,6 +205,20 @@ pub fn apply_options(cfg: &mut TrainConfig, given: &[(&'static str, Value)]) -> 
     }
     for (name, value) in given {
         options::apply(cfg, name, value)?;
+    }
+    let lora_given: Vec<String> = given
+        .iter()
+        .filter(|(n, _)| LORA_ONLY.contains(n) || *n == "lora_head")
+        .map(|(n, _)| format!("--{}", n.replace('_', "-")))
+        .collect();
+    if cfg.plan.mode != crate::plan::TrainMode::Lora && !lora_given.is_empty() {
+        let mode = serde_json::to_value(cfg.plan.mode).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        return Err(Error::InvalidOption(format!(
+            "{} {} only to --mode lora, but the mode is {mode}, where no LoRA is trained: drop {}, or use --mode lora",
+            lora_given.join(", "),
+            if lora_given.len() == 1 { "applies" } else { "apply" },
+            if lora_given.len() == 1 { "it" } else { "them" }
+        )));
     }
     Ok(())
 }
@@ -249,5 +279,21 @@ mod tests {
         assert!(e.contains("--lr") && e.contains("> 0"), "{e}");
         let e = cfg(&["--scaling", "dora"]).unwrap_err().to_string();
         assert!(e.contains("dora") && e.contains("peft"), "{e}");
+        // A negative value with a space is parsed (and refused for what it is), shown as written.
+        let e = cfg(&["--lr", "-0.001"]).unwrap_err().to_string();
+        assert!(e.contains("-0.001 ") || e.ends_with("-0.001") || e.contains("-0.001:"), "{e}");
+        assert!(!e.contains("0.0010000000"), "{e}");
+    }
+
+    #[test]
+    fn lora_options_in_another_mode_are_an_error() {
+        for args in
+            [&["--mode", "full", "--lora-r", "16"][..], &["--mode", "last-layers", "--lora-mlp"], &["--lora-alpha", "4", "--mode", "full"]]
+        {
+            let e = cfg(args).unwrap_err().to_string();
+            assert!(e.contains("only to --mode lora") && e.contains("--lora-"), "{args:?}: {e}");
+        }
+        let c = cfg(&["--mode", "full", "--lr", "1e-5"]).unwrap();
+        assert_eq!(c.plan.mode, crate::plan::TrainMode::Full);
     }
 }

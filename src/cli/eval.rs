@@ -4,7 +4,7 @@
 
 use crate::data::lm::{self, LmOptions};
 use crate::data::{self, encode, ReadOptions};
-use crate::infer::{evaluate, evaluate_lm, Metrics};
+use crate::infer::{evaluate_lm, Metrics};
 use crate::model::{Activations, HeadKind, LoadOptions, Model};
 use crate::run::{load_trained, Task};
 use crate::tokenize::Tokenizer;
@@ -47,6 +47,10 @@ pub struct EvalArgs {
     /// Print the metrics as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Where to write the metrics file (default: eval-<data name>.json in the run folder; if that
+    /// cannot be written, a warning says so: the metrics are printed first either way).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 /// Runs `lowrank eval`.
@@ -62,9 +66,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
     };
     let t = load_trained(run_dir)?;
     let stem = a.data.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "data".into());
-    let save = |m: &Metrics| {
-        crate::fsutil::write_json(&run_dir.join(format!("eval-{stem}.json")), &serde_json::json!({"data": a.data, "metrics": m}))
-    };
+    let save = |m: &Metrics| save_metrics(&a, run_dir, &stem, m);
     if t.config.task == Task::CausalLm {
         let c = &t.config;
         let opts = LmOptions {
@@ -74,8 +76,9 @@ pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
         };
         let template = a.chat_template.as_deref().or(c.chat_template.as_deref());
         let m = eval_lm(&t.model, &t.tokenizer, &a.data, template, &opts)?;
+        report_lm(&a, &m)?;
         save(&m)?;
-        return report_lm(&a, &m);
+        return Ok(ExitCode::SUCCESS);
     }
     let classes = t.classes()?;
     let ds = data::load(
@@ -89,35 +92,29 @@ pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
     )?;
     let enc = encode(&ds, &t.tokenizer)?;
     let mut acts = Activations::default();
-    let m = evaluate(&t.model, &mut acts, &enc.ids, &enc.labels, classes.names(), 64, t.tokenizer.pad_id);
+    let logits = crate::infer::predict_logits(&t.model, &mut acts, &enc.ids, 64, t.tokenizer.pad_id, &mut |_| {});
+    crate::guard::check_logits(&logits, t.model.num_labels(), &a.data.display().to_string())?;
+    let m = crate::infer::metrics(&logits, &enc.labels, classes.names());
+    print_metrics(&a, &m, classes.names())?;
     save(&m)?;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&m)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!("{}: accuracy {:.2}% on {} examples (loss {:.4})", a.data.display(), 100.0 * m.accuracy, m.n, m.loss);
-    let names = classes.names();
-    let w = names.iter().map(String::len).max().unwrap_or(5).max(9);
-    println!("\nconfusion (rows: true, columns: predicted)");
-    print!("{:>w$}", "");
-    for n in names {
-        print!(" {n:>w$}");
-    }
-    println!();
-    for (i, row) in m.confusion.iter().enumerate() {
-        print!("{:>w$}", names[i]);
-        for c in row {
-            print!(" {c:>w$}");
-        }
-        println!();
-    }
-    println!("\n{:>w$} {:>9} {:>9} {:>9} {:>9}", "class", "precision", "recall", "f1", "support");
-    for c in &m.per_class {
-        println!("{:>w$} {:>9.4} {:>9.4} {:>9.4} {:>9}", c.label, c.precision, c.recall, c.f1, c.support);
-    }
     Ok(ExitCode::SUCCESS)
 }
 
+/// Writes the metrics file (--out, else eval-<stem>.json in the run folder, locked, never over an
+/// input); a failure to write the default file is only a warning (the metrics were printed).
+fn save_metrics(a: &EvalArgs, run_dir: &Path, stem: &str, m: &Metrics) -> anyhow::Result<()> {
+    let file = a.out.clone().unwrap_or_else(|| run_dir.join(format!("eval-{stem}.json")));
+    let written = refuse_input_as_output(&file, a, run_dir).and_then(|()| {
+        crate::fsutil::lock::Lock::file(&file, "eval output")
+            .and_then(|_lock| crate::fsutil::write_json(&file, &serde_json::json!({"data": a.data, "metrics": m})))
+    });
+    match written {
+        Ok(()) => eprintln!("wrote {}", file.display()),
+        Err(e) if a.out.is_none() => eprintln!("warning: the metrics above were not saved ({e}); pass --out FILE to write them elsewhere"),
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}
 /// A causal LM's metrics on a JSON Lines file (truncation reported on stderr).
 fn eval_lm(model: &Model, tokenizer: &Tokenizer, data: &Path, template: Option<&Path>, opts: &LmOptions) -> anyhow::Result<Metrics> {
     let enc = lm::load(data, tokenizer, template, opts)?;
@@ -142,4 +139,55 @@ fn report_lm(a: &EvalArgs, m: &Metrics) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The metrics file may not be the data or a file of the run (other than an eval-*.json).
+fn refuse_input_as_output(file: &std::path::Path, a: &EvalArgs, run_dir: &Path) -> crate::error::Result<()> {
+    use crate::fsutil::out::resolve;
+    let target = resolve(file);
+    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let in_run = target.parent() == Some(resolve(run_dir).as_path());
+    let clash = if target == resolve(&a.data) {
+        Some("it is the --data file")
+    } else if target.is_dir() {
+        Some("it is a folder")
+    } else if in_run && target.exists() && !(name.starts_with("eval-") && name.ends_with(".json")) {
+        Some("it is one of the run's own files")
+    } else {
+        None
+    };
+    match clash {
+        Some(why) => Err(crate::error::Error::OutputConflict {
+            path: file.to_path_buf(),
+            message: format!("{why}; writing the metrics there would replace it: choose another file"),
+        }),
+        None => Ok(()),
+    }
+}
+
+fn print_metrics(a: &EvalArgs, m: &crate::infer::Metrics, names: &[String]) -> anyhow::Result<()> {
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(m)?);
+        return Ok(());
+    }
+    println!("{}: accuracy {:.2}% on {} examples (loss {:.4})", a.data.display(), 100.0 * m.accuracy, m.n, m.loss);
+    let w = names.iter().map(String::len).max().unwrap_or(5).max(9);
+    println!("\nconfusion (rows: true, columns: predicted)");
+    print!("{:>w$}", "");
+    for n in names {
+        print!(" {n:>w$}");
+    }
+    println!();
+    for (i, row) in m.confusion.iter().enumerate() {
+        print!("{:>w$}", names[i]);
+        for c in row {
+            print!(" {c:>w$}");
+        }
+        println!();
+    }
+    println!("\n{:>w$} {:>9} {:>9} {:>9} {:>9}", "class", "precision", "recall", "f1", "support");
+    for c in &m.per_class {
+        println!("{:>w$} {:>9.4} {:>9.4} {:>9.4} {:>9}", c.label, c.precision, c.recall, c.f1, c.support);
+    }
+    Ok(())
 }

@@ -2,6 +2,8 @@
 //! folded into its base, written as a full Hugging Face model folder).
 
 use crate::adapter::{load_into, read_adapter};
+use crate::fsutil::lock::Lock;
+use crate::fsutil::out::check_out;
 use crate::model::save::write_model_folder;
 use crate::model::{LoadOptions, Model};
 use crate::run::load_trained;
@@ -38,6 +40,10 @@ pub struct ExportArgs {
     /// The base model of --adapter.
     #[arg(long, value_name = "DIR|FILE.gguf|ID")]
     pub model: Option<String>,
+    /// Write into a folder that already holds files, replacing only the files it writes
+    /// (everything else in it is left as it is).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Options of `lowrank merge`.
@@ -58,6 +64,24 @@ pub struct MergeArgs {
     /// Element type of the merged GGUF's matrices (--format gguf).
     #[arg(long, value_enum)]
     pub dtype: Option<crate::gguf::export::GgufDtype>,
+    /// Write into a folder that already holds files, replacing only the files it writes
+    /// (everything else in it is left as it is).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// The files a written adapter folder holds (for messages).
+const ADAPTER_FILES: &str = "adapter_config.json, adapter_model.safetensors, lowrank.json, labels.json, tokenizer files";
+/// The files a written model folder holds (for messages).
+const MODEL_FILES: &str = "config.json, model.safetensors, tokenizer files";
+
+/// Locks `out` (beside it) after checking it against the inputs.
+fn claim_out(out: &std::path::Path, inputs: &[(&str, &std::path::Path)], force: bool, writes: &str) -> anyhow::Result<Lock> {
+    check_out(out, inputs, force, writes)?;
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| crate::error::Error::io("create directory", parent, e))?;
+    }
+    Ok(Lock::file(out, "output folder")?)
 }
 
 /// Runs `lowrank export`.
@@ -69,6 +93,18 @@ pub fn run_export(a: ExportArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--adapter converts a PEFT adapter to --format gguf; for --format peft pass --run RUN_DIR");
     };
     anyhow::ensure!(a.model.is_none(), "--model is the base of --adapter (--format gguf); a run (--run) knows its base, so drop --model");
+    let config: crate::run::TrainConfig = crate::fsutil::read_json(&run.join("config.json"), "run config.json").map_err(|_| {
+        crate::error::Error::InvalidOption(format!(
+            "{} is not a run folder (no readable config.json): pass the --out folder of lowrank train",
+            run.display()
+        ))
+    })?;
+    let writes = if config.plan.mode == crate::plan::TrainMode::Full { MODEL_FILES } else { ADAPTER_FILES };
+    let mut inputs = vec![("run folder", run.as_path()), ("base model", config.model.as_path())];
+    if let Some(d) = &config.init_adapter {
+        inputs.push(("initial adapter", d.as_path()));
+    }
+    let _lock = claim_out(&a.out, &inputs, a.force, writes)?;
     let t = load_trained(run)?;
     export(run, &t.config, &t.model, t.labels.as_ref(), &t.tokenizer, Some(&a.out))?;
     eprintln!("wrote {}", a.out.display());
@@ -83,9 +119,17 @@ pub fn run_merge(a: MergeArgs) -> anyhow::Result<ExitCode> {
     }
     anyhow::ensure!(a.dtype.is_none(), "--dtype applies to --format gguf; a --format peft merge keeps f32 weights");
     let files = read_adapter(&a.adapter)?;
+    let _lock = claim_out(&a.out, &[("base model", base.as_path()), ("adapter", a.adapter.as_path())], a.force, MODEL_FILES)?;
     let num_labels = files.labels.as_ref().map(|l| l.len());
+    let config = crate::model::ModelConfig::load(&base)?;
+    crate::guard::memory::check_config(&config, "the base model")?;
     let (mut model, _) = Model::from_pretrained(&base, &LoadOptions { head: files.head(), num_labels, seed: 0 })?;
+    crate::guard::check_finite(&model, &format!("the base model {}", base.display()))?;
+    for w in crate::guard::fit::check_adapter(&a.adapter, &base, &model, true)? {
+        eprintln!("{w}");
+    }
     load_into(&a.adapter, &mut model)?;
+    crate::guard::check_finite(&model, &format!("the adapter {}", a.adapter.display()))?;
     let names: Vec<String> = match &files.labels {
         Some(l) => l.names().to_vec(),
         None => (0..model.num_labels()).map(|i| format!("LABEL_{i}")).collect(),

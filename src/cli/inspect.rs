@@ -26,12 +26,29 @@ pub struct InspectArgs {
 /// Runs `lowrank inspect`.
 pub fn run(a: InspectArgs) -> anyhow::Result<ExitCode> {
     let path = a.model.resolve()?;
-    let (mut model, _) = Model::from_pretrained(&path, &LoadOptions { head: a.model.head, num_labels: Some(a.num_labels), seed: 0 })?;
     let mut cfg = TrainConfig { seed: 0, ..TrainConfig::default() };
     cfg.plan.seed = 0;
     apply_options(&mut cfg, &a.plan.0 .0)?;
+    cfg.plan.lora.validate()?;
+    // Count from the configuration alone (nothing allocated), check the rank against the layers,
+    // and refuse what would not fit before building anything.
+    let config = crate::model::ModelConfig::load(&path)?;
+    crate::guard::memory::check_config(&config, "this model")?;
+    let config_file = if path.is_dir() { path.join("config.json") } else { path.clone() };
+    let opts = LoadOptions { head: a.model.head, num_labels: Some(a.num_labels), seed: 0 };
+    let (zero, _) = Model::from_pretrained(&config_file, &opts)?;
+    if let Some(w) = crate::guard::check_lora_rank(&zero, &cfg.plan)? {
+        eprintln!("{w}");
+    }
+    let (trainable, total) = crate::guard::memory::param_counts(&zero, &cfg.plan)?;
+    let (trainable, total) = (trainable as usize, total as usize);
+    let weights =
+        crate::guard::memory::Estimate { bytes: 16 * total as u64, parts: vec![("weights and LoRA, loading".into(), 16 * total as u64)] };
+    crate::guard::memory::check("inspecting this model", &weights, "check the model's config.json and --lora-r")?;
+    drop(zero);
+    let (mut model, _) = Model::from_pretrained(&path, &opts)?;
     let injected = cfg.plan.apply(&mut model)?;
-    let (trainable, total) = model.param_counts();
+    debug_assert_eq!(model.param_counts(), (trainable, total));
     if a.json {
         let tensors: Vec<&str> = model.params().into_iter().filter(|p| p.trainable()).map(|p| p.name.as_str()).collect();
         let out = serde_json::json!({

@@ -38,13 +38,16 @@ pub struct PredictArgs {
     /// Texts per batch.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
-    /// Truncation length.
-    #[arg(long, default_value_t = 512)]
-    pub max_length: usize,
+    /// Truncation length (default: 512, or the model's max_position_embeddings when smaller).
+    #[arg(long)]
+    pub max_length: Option<usize>,
 }
 
 /// Runs `lowrank predict`.
 pub fn run(a: PredictArgs) -> anyhow::Result<ExitCode> {
+    if a.batch_size == 0 {
+        return Err(crate::error::Error::InvalidOption("--batch-size must be at least 1".into()).into());
+    }
     let texts: Vec<String> = match &a.file {
         Some(p) => read_texts(p, &a.text_column)?,
         None => a.text.clone(),
@@ -62,13 +65,39 @@ pub fn run(a: PredictArgs) -> anyhow::Result<ExitCode> {
     let first = adapters.first().map(|(_, d)| read_adapter(d)).transpose()?;
     let head = a.head.or(first.as_ref().and_then(|f| f.head()));
     let num_labels = first.as_ref().and_then(|f| f.labels.as_ref()).map(|l| l.len());
+    let config = crate::model::ModelConfig::load(&base_dir)?;
+    crate::guard::memory::check_config(&config, "the base model")?;
+    let max_length = match a.max_length {
+        Some(n) => {
+            let (n, note) = crate::guard::clamp_max_length(n, &config, "--max-length");
+            note.inspect(|n| eprintln!("{n}"));
+            n
+        }
+        None => crate::guard::clamp_max_length(512, &config, "--max-length").0,
+    };
     let (model, _) = Model::from_pretrained(&base_dir, &LoadOptions { head, num_labels, seed: 0 })?;
+    crate::guard::check_finite(&model, &format!("the base model {}", base_dir.display()))?;
+    if adapters.is_empty() && !model.initialised().is_empty() {
+        return Err(crate::error::Error::InvalidOption(format!(
+            "{} has no trained classification head ({} are not in its model.safetensors), so predictions would come from a randomly initialised head; pass --adapter DIR (a trained adapter), or a model folder with a head (from lowrank merge, lowrank export of a full run, or a *ForSequenceClassification checkpoint)",
+            base_dir.display(),
+            model.initialised().join(", ")
+        ))
+        .into());
+    }
+    for (_, dir) in &adapters {
+        for w in crate::guard::fit::check_adapter(dir, &base_dir, &model, true)? {
+            eprintln!("{w}");
+        }
+    }
+    let estimate = crate::guard::memory::inference(&model, a.batch_size, max_length);
+    crate::guard::memory::check("this prediction", &estimate, "lower --batch-size or --max-length")?;
     let tok_dir = adapters
         .first()
         .map(|(_, d)| d.clone())
         .filter(|d| d.join("tokenizer.json").exists() || d.join("vocab.txt").exists())
         .unwrap_or(base_dir.clone());
-    let tokenizer = Tokenizer::from_model_dir(&tok_dir, a.max_length)?;
+    let tokenizer = Tokenizer::from_model_dir(&tok_dir, max_length)?;
     let mut switch = AdapterSwitch::new(model);
     let runs: Vec<(Option<String>, Option<PathBuf>)> = if adapters.is_empty() {
         vec![(None, None)]

@@ -1,6 +1,7 @@
 //! `lowrank sweep` (run or join a hyperparameter sweep) and `lowrank sweep-report`.
 
 use super::args::{train_config, DataArgs, LoopArgs, ModelArgs, PlanArgs};
+use crate::fsutil::lock::Lock;
 use crate::sweep::launch::{self, open_record, write_report, Launch};
 use crate::sweep::space::Space;
 use clap::Args;
@@ -49,6 +50,24 @@ pub struct SweepArgs {
 
 /// Runs `lowrank sweep`.
 pub fn run(a: SweepArgs) -> anyhow::Result<ExitCode> {
+    let created = !a.out.exists();
+    let result = run_locked(&a);
+    if result.is_err() && created && !crate::sweep::launch::record_path(&a.out).exists() {
+        // A failed first start leaves nothing behind (everything in the folder is this start's).
+        let _ = std::fs::remove_dir_all(&a.out);
+    }
+    result
+}
+
+fn run_locked(a: &SweepArgs) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(&a.out).map_err(|e| crate::error::Error::io("create directory", &a.out, e))?;
+    let _lock = if std::env::var_os(launch::PARENT_VAR).is_some() {
+        None // a worker of a sweep whose process holds the lock
+    } else if a.worker {
+        Some(Lock::shared_folder(&a.out, "sweep folder")?)
+    } else {
+        Some(Lock::folder(&a.out, "sweep folder")?)
+    };
     let rec = open_record(&a.out, a.storage.as_deref(), || {
         let Some(space_arg) = &a.space else {
             return Err(crate::error::Error::InvalidOption(
@@ -74,7 +93,19 @@ pub fn run(a: SweepArgs) -> anyhow::Result<ExitCode> {
     if a.worker {
         return Ok(ExitCode::SUCCESS);
     }
-    report(ReportArgs { sweep_dir: a.out, storage: a.storage, seed_grid: None, top: 10 })
+    report(ReportArgs { sweep_dir: a.out.clone(), storage: a.storage.clone(), seed_grid: None, top: 10 })?;
+    let (failed, all, first) = launch::failures(&a.out, a.storage.as_deref())?;
+    let first = first.unwrap_or_default();
+    if failed > 0 && failed == all {
+        return Err(crate::error::Error::Other(format!(
+            "every trial of the sweep failed ({all} of {all}); the first failure: {first}; fix the base options or the space, then start a new sweep (another --out)"
+        ))
+        .into());
+    }
+    if failed > 0 {
+        super::log(&format!("warning: {failed} of {all} trials failed (see leaderboard.md); the first failure: {first}"));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Options of `lowrank sweep-report`.

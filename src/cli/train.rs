@@ -4,7 +4,6 @@ use super::args::{train_config, DataArgs, LoopArgs, ModelArgs, PlanArgs};
 use crate::data::DataSource;
 use crate::run::{Task, TrainConfig};
 use crate::train::{train, Outcome};
-use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -88,10 +87,43 @@ pub fn detect_task(data: &DataSource, label_column: &str) -> anyhow::Result<Task
 pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
     let stop = super::interrupt_flag();
     let (cfg, dir, resume) = match &a.resume {
-        Some(dir) => (TrainConfig::default(), dir.clone(), true),
+        Some(dir) => {
+            let mut ignored: Vec<String> =
+                [&a.plan.0 .0, &a.lp.0 .0].iter().flat_map(|g| g.iter()).map(|(n, _)| format!("--{}", n.replace('_', "-"))).collect();
+            for (flag, given) in [
+                ("--model", a.model.model.is_some()),
+                ("--data", a.data.data.is_some()),
+                ("--train", a.data.train.is_some()),
+                ("--adapter", a.adapter.is_some()),
+            ] {
+                if given {
+                    ignored.push(flag.into());
+                }
+            }
+            if !ignored.is_empty() {
+                return Err(crate::error::Error::InvalidOption(format!(
+                    "--resume continues the run exactly as its config.json says, so {} would be ignored: drop {}, or start a new run with --out",
+                    ignored.join(", "),
+                    if ignored.len() == 1 { "it" } else { "them" }
+                ))
+                .into());
+            }
+            (TrainConfig::default(), dir.clone(), true)
+        }
         None => (config(&a)?, a.out.clone().expect("clap requires --out"), false),
     };
-    match train(&cfg, &dir, resume, &stop, &super::log).with_context(|| format!("training run {}", dir.display()))? {
+    let result = train(&cfg, &dir, resume, &stop, &super::log).map_err(|e| {
+        // An I/O failure after start-up (a full disk while checkpointing, say) loses nothing the
+        // last checkpoint holds: say how to go on.
+        let io = matches!(e, crate::error::Error::Io { .. } | crate::error::Error::Data(crate::error::DataError::Write { .. }));
+        let hint = if io && dir.join("config.json").exists() {
+            format!("; the run folder keeps its last checkpoint: once fixed, continue with lowrank train --resume {}", dir.display())
+        } else {
+            String::new()
+        };
+        anyhow::Error::new(e).context(format!("training run {}{hint}", dir.display()))
+    });
+    match result? {
         Outcome::Finished(s) => {
             println!("{}", serde_json::to_string_pretty(&*s)?);
             let result = match s.val_perplexity {

@@ -251,6 +251,32 @@ pub enum DataError {
         /// The resulting sizes (train, val, test).
         sizes: (usize, usize, usize),
     },
+
+    /// A label that is how missing values are written (NaN, null, None, NA, N/A).
+    #[error("{path}:{line}: the label is {label:?}, which is how a missing value is written (pandas, R, SQL); fill it in or remove the row (if {label:?} really is a class, rename it)")]
+    MissingLabel {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number where the record starts.
+        line: usize,
+        /// The label as written.
+        label: String,
+    },
+
+    /// The header names the text or label column more than once.
+    #[error("{path}: the header has {count} columns named {column:?} (columns {}); lowrank would not know which one holds the {role}: rename the others", list(positions))]
+    DuplicateColumn {
+        /// The file.
+        path: PathBuf,
+        /// What the column is for: "text" or "label".
+        role: &'static str,
+        /// The repeated name.
+        column: String,
+        /// How many columns have it.
+        count: usize,
+        /// Their 1-based positions.
+        positions: Vec<usize>,
+    },
 }
 
 /// Formats a list for an error message: at most ten items, then how many more.

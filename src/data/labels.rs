@@ -140,10 +140,21 @@ pub(crate) struct RawExample {
 /// labels in sorted order. With a given map, a row that has both an integer label and a `label_name` is
 /// read as id + name (the layout [`super::write_csv`] writes) and the name must match the map's.
 pub(crate) fn resolve(raws: &[RawExample], path: &Path, given: Option<&LabelMap>) -> Result<(LabelMap, Vec<usize>), DataError> {
+    for raw in raws {
+        let named = given.is_some_and(|m| m.names().iter().any(|n| n == &raw.label));
+        if !named && is_missing_value(&raw.label) {
+            return Err(DataError::MissingLabel { path: path.to_path_buf(), line: raw.line, label: raw.label.clone() });
+        }
+    }
     match given {
         Some(map) => Ok((map.clone(), resolve_with(map, raws, path)?)),
         None => infer(raws, path),
     }
+}
+
+/// Whether a label is one of the ways data tools write a missing value.
+fn is_missing_value(label: &str) -> bool {
+    ["nan", "null", "none", "na", "n/a", "<na>", "nat"].contains(&label.trim().to_ascii_lowercase().as_str())
 }
 
 fn resolve_with(map: &LabelMap, raws: &[RawExample], path: &Path) -> Result<Vec<usize>, DataError> {

@@ -20,7 +20,7 @@ use std::path::Path;
 
 pub use error::DataError;
 pub use labels::LabelMap;
-pub use record::{encode, DataSource, RunData, RunSplits};
+pub use record::{encode, DataSource, Loaded, RunData, RunSplits};
 pub use split::{split, Split, DEFAULT_FRACTIONS};
 pub use tabular::write_csv;
 

@@ -67,16 +67,17 @@ impl RunData<'_> {
         }
     }
 
-    /// Loads the run's split: from the run folder when it was recorded there, otherwise from the
-    /// source (and then records it).
-    pub fn load_split(&self, run_dir: &Path) -> Result<(Dataset, Dataset, Option<Dataset>)> {
+    /// Reads the run's split without writing anything: from the run folder when it was recorded
+    /// there (`recorded` is then true), otherwise from the source (split with the run's seed).
+    pub fn read_split(&self, run_dir: &Path) -> Result<Loaded> {
         let recorded = run_dir.join("labels.json");
         if recorded.exists() {
             let map: LabelMap = crate::fsutil::read_json(&recorded, "labels.json")?;
             let o = ReadOptions { label_map: Some(map), ..Default::default() };
             let test = run_dir.join("test.csv");
             let test = if test.exists() { Some(super::load(&test, &o)?) } else { None };
-            return Ok((super::load(&run_dir.join("train.csv"), &o)?, super::load(&run_dir.join("val.csv"), &o)?, test));
+            let (train, val) = (super::load(&run_dir.join("train.csv"), &o)?, super::load(&run_dir.join("val.csv"), &o)?);
+            return Ok(Loaded { train, val, test, recorded: true });
         }
         let (train, val, test) = match self.source {
             DataSource::Split { path, fractions } => {
@@ -92,19 +93,59 @@ impl RunData<'_> {
                 (t, v, te)
             }
         };
-        super::write_csv(&train, &run_dir.join("train.csv"))?;
-        super::write_csv(&val, &run_dir.join("val.csv"))?;
-        if let Some(t) = &test {
-            super::write_csv(t, &run_dir.join("test.csv"))?;
+        Ok(Loaded { train, val, test, recorded: false })
+    }
+
+    /// Loads the run's split ([`RunData::read_split`]) and records it in the run folder when it
+    /// was not recorded yet.
+    pub fn load_split(&self, run_dir: &Path) -> Result<(Dataset, Dataset, Option<Dataset>)> {
+        let loaded = self.read_split(run_dir)?;
+        if !loaded.recorded {
+            loaded.record(run_dir)?;
         }
-        crate::fsutil::write_json(&recorded, &train.labels)?;
-        Ok((train, val, test))
+        Ok((loaded.train, loaded.val, loaded.test))
     }
 
     /// Loads, records and tokenises the run's data; the training split keeps its first
     /// `limit_train` examples when given, and must hold at least `min_train` of them.
     pub fn prepare(&self, run_dir: &Path, tokenizer: &Tokenizer, limit_train: Option<usize>, min_train: usize) -> Result<RunSplits> {
-        let (mut train, val, test) = self.load_split(run_dir)?;
+        let loaded = self.read_split(run_dir)?;
+        let splits = loaded.encode(tokenizer, limit_train, min_train)?;
+        if !loaded.recorded {
+            loaded.record(run_dir)?;
+        }
+        Ok(splits)
+    }
+}
+
+/// A run's split as read, before it is recorded.
+pub struct Loaded {
+    /// Training examples.
+    pub train: Dataset,
+    /// Validation examples.
+    pub val: Dataset,
+    /// Test examples.
+    pub test: Option<Dataset>,
+    /// Whether they came from the run folder's record.
+    pub recorded: bool,
+}
+
+impl Loaded {
+    /// Records the split in the run folder (train.csv, val.csv, test.csv, labels.json last), so
+    /// that every resume sees the same one.
+    pub fn record(&self, run_dir: &Path) -> Result<()> {
+        super::write_csv(&self.train, &run_dir.join("train.csv"))?;
+        super::write_csv(&self.val, &run_dir.join("val.csv"))?;
+        if let Some(t) = &self.test {
+            super::write_csv(t, &run_dir.join("test.csv"))?;
+        }
+        crate::fsutil::write_json(&run_dir.join("labels.json"), &self.train.labels)
+    }
+
+    /// Tokenises the splits; the training split keeps its first `limit_train` examples when
+    /// given, and must hold at least `min_train` of them.
+    pub fn encode(&self, tokenizer: &Tokenizer, limit_train: Option<usize>, min_train: usize) -> Result<RunSplits> {
+        let mut train = self.train.clone();
         if let Some(n) = limit_train {
             train.examples.truncate(n);
         }
@@ -119,8 +160,8 @@ impl RunData<'_> {
         Ok(RunSplits {
             labels: train.labels.clone(),
             train: train_enc,
-            val: encode(&val, tokenizer)?,
-            test: test.as_ref().map(|t| encode(t, tokenizer)).transpose()?,
+            val: encode(&self.val, tokenizer)?,
+            test: self.test.as_ref().map(|t| encode(t, tokenizer)).transpose()?,
             mean_train_tokens: mean,
         })
     }

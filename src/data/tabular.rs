@@ -22,7 +22,17 @@ pub(crate) fn load_delimited(path: &Path, delimiter: u8, opts: &ReadOptions) -> 
     let mut reader = csv::ReaderBuilder::new().delimiter(delimiter).has_headers(true).from_reader(text.as_bytes());
     let columns: Vec<String> = reader.headers().map_err(csv_error)?.iter().map(str::to_string).collect();
     let find = |role: &'static str, column: &str| {
-        columns.iter().position(|c| c == column).ok_or_else(|| DataError::MissingColumn {
+        let positions: Vec<usize> = columns.iter().enumerate().filter(|(_, c)| *c == column).map(|(i, _)| i + 1).collect();
+        if positions.len() > 1 {
+            return Err(DataError::DuplicateColumn {
+                path: path.to_path_buf(),
+                role,
+                column: column.to_string(),
+                count: positions.len(),
+                positions,
+            });
+        }
+        positions.first().map(|p| p - 1).ok_or_else(|| DataError::MissingColumn {
             path: path.to_path_buf(),
             role,
             column: column.to_string(),
@@ -167,6 +177,42 @@ mod tests {
         let path = write(&dir, "d.csv", "text,label\na,0\nb,1,extra\n");
         let err = load(&path, &ReadOptions::default()).unwrap_err();
         assert!(matches!(&err, DataError::Csv { line: 3, .. }), "{err}");
+    }
+
+    #[test]
+    fn duplicate_header_names_are_an_error_naming_the_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(&dir, "d.csv", "text,label,text\na,0,x\nb,1,y\n");
+        let err = load(&path, &ReadOptions::default()).unwrap_err();
+        assert!(matches!(&err, DataError::DuplicateColumn { role: "text", count: 2, positions, .. } if positions == &[1, 3]), "{err}");
+        assert!(err.to_string().contains("rename"), "{err}");
+        // A repeated column that is not used is fine.
+        let path = write(&dir, "e.csv", "text,label,note,note\na,0,x,y\nb,1,y,z\n");
+        assert_eq!(load(&path, &ReadOptions::default()).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn missing_value_labels_are_errors_not_classes() {
+        let dir = tempfile::tempdir().unwrap();
+        for bad in ["NaN", "nan", "null", "None", "NA", "N/A"] {
+            let path = write(&dir, "d.csv", &format!("text,label\na,0\nb,1\nc,{bad}\n"));
+            let err = load(&path, &ReadOptions::default()).unwrap_err();
+            assert!(matches!(&err, DataError::MissingLabel { line: 4, label, .. } if label == bad), "{bad}: {err}");
+        }
+        // A class that a given label map names is accepted as it is.
+        let path = write(&dir, "v.csv", "text,label\na,NA\nb,EU\n");
+        let map = LabelMap::new(vec!["EU".into(), "NA".into()]).unwrap();
+        let ds = load(&path, &ReadOptions { label_map: Some(map), ..ReadOptions::default() }).unwrap();
+        assert_eq!(ds.class_counts(), [1, 1]);
+    }
+
+    #[test]
+    fn line_numbers_count_from_the_header_and_through_quoted_newlines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(&dir, "d.csv", "text,label\n\"one\ntwo\nthree\",0\nb,1,extra\n");
+        assert!(matches!(load(&path, &ReadOptions::default()).unwrap_err(), DataError::Csv { line: 5, .. }));
+        let path = write(&dir, "e.csv", "text,label\n,1\n");
+        assert!(matches!(load(&path, &ReadOptions::default()).unwrap_err(), DataError::EmptyField { line: 2, .. }));
     }
 
     #[test]

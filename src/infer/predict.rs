@@ -35,9 +35,11 @@ pub fn classify(
     on_batch: &mut dyn FnMut(usize),
 ) -> Result<Vec<Prediction>> {
     let ids = tokenizer.encode_batch(texts)?;
+    crate::guard::check_token_ids(&ids, &model.config(), &tokenizer.source.display().to_string())?;
     let mut acts = Activations::default();
     let k = model.num_labels();
     let logits = predict_logits(model, &mut acts, &ids, batch_size, tokenizer.pad_id, on_batch);
+    crate::guard::check_logits(&logits, k, "the texts")?;
     let mut probs = vec![0.0; logits.len()];
     softmax_rows(&mut probs, &logits, k);
     Ok(logits
@@ -107,6 +109,7 @@ impl AdapterSwitch {
             .map(|p| (p.name.clone(), p.data.clone()))
             .collect();
         load_into(dir, &mut self.model)?;
+        crate::guard::check_finite(&self.model, &format!("the base model with adapter {}", dir.display()))?;
         self.model.merge_lora()?;
         Ok(files.labels.map_or_else(|| self.base_labels(), |l| l.names().to_vec()))
     }
@@ -145,6 +148,13 @@ pub fn read_texts(path: &Path, text_column: &str) -> Result<Vec<String>> {
             let mut r = csv::ReaderBuilder::new().delimiter(if ext == "tsv" { b'\t' } else { b',' }).from_reader(text.as_bytes());
             let headers =
                 r.headers().map_err(|e| Error::TextFile { path: path.to_path_buf(), line: Some(1), message: e.to_string() })?.clone();
+            if headers.iter().filter(|h| *h == text_column).count() > 1 {
+                return Err(Error::TextFile {
+                    path: path.to_path_buf(),
+                    line: Some(1),
+                    message: format!("the header has several columns named {text_column:?}; rename all but the one holding the texts"),
+                });
+            }
             let col = headers.iter().position(|h| h == text_column).ok_or_else(|| Error::TextFile {
                 path: path.to_path_buf(),
                 line: Some(1),
@@ -203,6 +213,9 @@ mod tests {
         std::fs::write(&p, "id,text\n1,\"hi, there\"\n").unwrap();
         assert_eq!(read_texts(&p, "text").unwrap(), vec!["hi, there"]);
         assert!(read_texts(&p, "body").unwrap_err().to_string().contains("--text-column"));
+        let p = d.path().join("dup.csv");
+        std::fs::write(&p, "text,text\na,b\n").unwrap();
+        assert!(read_texts(&p, "text").unwrap_err().to_string().contains("several columns named \"text\""));
         let p = d.path().join("a.jsonl");
         std::fs::write(&p, "{\"text\": \"x\"}\n").unwrap();
         assert_eq!(read_texts(&p, "text").unwrap(), vec!["x"]);

@@ -111,6 +111,38 @@ impl ModelConfig {
         }
     }
 
+    /// Attention heads (query heads, for grouped-query decoders).
+    pub fn n_heads(&self) -> usize {
+        match self {
+            ModelConfig::Encoder(c) => c.n_heads,
+            ModelConfig::Decoder(c) => c.n_heads,
+        }
+    }
+
+    /// Width of the feed-forward block's hidden layer.
+    pub fn ffn_dim(&self) -> usize {
+        match self {
+            ModelConfig::Encoder(c) => c.ffn_dim,
+            ModelConfig::Decoder(c) => c.ffn_dim,
+        }
+    }
+
+    /// Rows of the token-type table (BERT); 0 for models without one.
+    pub fn type_vocab_size(&self) -> usize {
+        match self {
+            ModelConfig::Encoder(c) => c.type_vocab_size,
+            ModelConfig::Decoder(_) => 0,
+        }
+    }
+
+    /// The config.json object as read.
+    pub fn raw(&self) -> &Value {
+        match self {
+            ModelConfig::Encoder(c) => &c.raw,
+            ModelConfig::Decoder(c) => &c.raw,
+        }
+    }
+
     /// The longest sequence the model takes.
     pub fn max_positions(&self) -> usize {
         match self {

@@ -123,8 +123,27 @@ mod tests {
         let m = |d: Dropout| (0..256).map(|i| d.factor(i) == 0.0).collect::<Vec<_>>();
         assert_ne!(m(Dropout::site(0.5, 1, 0, 0)), m(Dropout::site(0.5, 1, 0, 1)));
         assert_ne!(m(Dropout::site(0.5, 1, 0, 0)), m(Dropout::site(0.5, 1, 1, 0)));
-        assert_eq!(m(Dropout::site(0.5, 1, 4, 2)), m(Dropout::site(0.5, 1, 4, 2)));
     }
+
+    #[test]
+    fn backward_regenerates_the_forward_mask_and_the_hash_is_stable() {
+        // Backward does not store masks: it asks factor(i) again. The mask applied in forward must
+        // be exactly factor(i), element by element (not merely the same on two calls).
+        let d = Dropout::site(0.3, 42, 9, 5);
+        let x: Vec<f32> = (0..512).map(|i| 1.0 + i as f32 * 1e-3).collect();
+        let mut y = x.clone();
+        d.apply(&mut y, 100);
+        for (i, (a, b)) in x.iter().zip(&y).enumerate() {
+            assert_eq!(*b, a * d.factor(100 + i), "element {i}");
+        }
+        // The masks of a given (p, seed, step, site) are part of every run's record (resumed runs
+        // must draw the same ones): the first 64 of this site, recorded when the hash was written.
+        let bits: String = (0..64).map(|i| if Dropout::site(0.5, 1, 4, 2).factor(i) == 0.0 { '0' } else { '1' }).collect();
+        assert_eq!(bits, GOLDEN_BITS, "the dropout hash changed: resumed runs would differ from their first part");
+    }
+
+    /// Keep (1) / drop (0) of elements 0..64 of Dropout::site(0.5, 1, 4, 2).
+    const GOLDEN_BITS: &str = "1000100011100100010111011101011111000011010000110110010110111001";
 
     #[test]
     fn off_is_identity() {

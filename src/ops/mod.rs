@@ -14,7 +14,8 @@ pub mod linear;
 pub mod lm_loss;
 pub mod loss;
 pub mod precision;
+#[cfg(test)]
+mod reference;
 pub mod rmsnorm;
 pub mod rope;
-#[cfg(test)]
 pub mod testing;

@@ -8,7 +8,7 @@ use crate::model::HeadKind;
 use crate::optim::{OptimizerConfig, Schedule};
 use crate::plan::TrainPlan;
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// What a run learns.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,7 +154,66 @@ impl Default for TrainConfig {
     }
 }
 
+fn absolute(p: &Path) -> PathBuf {
+    if p.as_os_str().is_empty() {
+        return p.to_path_buf();
+    }
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
 impl TrainConfig {
+    /// The same configuration with every path (model, data, initial adapter) made absolute, so
+    /// that a run folder resumes, evaluates and exports from any directory.
+    pub fn absolutized(&self) -> TrainConfig {
+        let mut c = self.clone();
+        c.model = absolute(&c.model);
+        c.init_adapter = c.init_adapter.as_deref().map(absolute);
+        c.data = match &c.data {
+            DataSource::Split { path, fractions } => DataSource::Split { path: absolute(path), fractions: *fractions },
+            DataSource::Files { train, val, test } => {
+                DataSource::Files { train: absolute(train), val: absolute(val), test: test.as_deref().map(absolute) }
+            }
+        };
+        c
+    }
+
+    /// Checks that the inputs a run folder's configuration names exist: the base model (and the
+    /// initial adapter); the data too when `data` (it is needed only until the split is recorded).
+    /// A missing one is named, with the hint that a relative path is read from the current folder.
+    pub fn check_inputs(&self, run_dir: &Path, data: bool) -> Result<()> {
+        let mut inputs: Vec<(&str, &Path)> = vec![("base model", &self.model)];
+        if let Some(a) = &self.init_adapter {
+            inputs.push(("initial adapter", a));
+        }
+        if data {
+            match &self.data {
+                DataSource::Split { path, .. } => inputs.push(("data", path)),
+                DataSource::Files { train, val, test } => {
+                    inputs.push(("training data", train));
+                    inputs.push(("validation data", val));
+                    if let Some(t) = test {
+                        inputs.push(("test data", t));
+                    }
+                }
+            }
+        }
+        for (what, p) in inputs {
+            if !p.exists() {
+                let hint = if p.is_relative() {
+                    format!(
+                        "it is a relative path (runs before this version recorded them so), read from the current folder {}: run the command from the folder the run was started in, or write the absolute path into {}",
+                        std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default(),
+                        run_dir.join("config.json").display()
+                    )
+                } else {
+                    format!("was it moved or deleted? Put it back, or write its new path into {}", run_dir.join("config.json").display())
+                };
+                return Err(Error::InvalidOption(format!("the run's {what} {} does not exist; {hint}", p.display())));
+            }
+        }
+        Ok(())
+    }
+
     /// Rejects settings that cannot work, naming the option.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidOption(m));

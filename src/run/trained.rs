@@ -53,9 +53,14 @@ pub fn load_trained(run_dir: &Path) -> Result<Trained> {
             run_dir.display()
         )));
     }
-    let tokenizer = Tokenizer::from_model_dir(&config.model, config.max_length)?;
+    config.check_inputs(run_dir, false)?;
+    let model_config = crate::model::ModelConfig::load(&config.model)?;
+    crate::guard::memory::check_config(&model_config, "the run's base model")?;
+    let (max_length, _) = crate::guard::clamp_max_length(config.max_length, &model_config, "max_length");
+    let tokenizer = Tokenizer::from_model_dir(&config.model, max_length)?;
     let mut model = build_model(&config, labels.as_ref().map_or(0, LabelMap::len))?;
     checkpoint::load(&dir.best(), &mut model, None)?;
+    crate::guard::check_finite(&model, &format!("run {} (its base model and best checkpoint)", run_dir.display()))?;
     model.set_precision(config.precision.for_inference(), false);
     Ok(Trained { config, labels, tokenizer, model })
 }

@@ -28,6 +28,9 @@ pub struct SweepRecord {
     pub base: TrainConfig,
 }
 
+/// Set in the environment of the worker processes a sweep starts: they work under its lock.
+pub const PARENT_VAR: &str = "LOWRANK_SWEEP_PARENT";
+
 /// sweep.json in a sweep folder.
 pub fn record_path(dir: &Path) -> PathBuf {
     dir.join("sweep.json")
@@ -49,18 +52,45 @@ pub struct Launch {
     pub heartbeat: Duration,
 }
 
-/// The sweep's record: read from the folder when it exists; otherwise made from `new` (the space
-/// argument, the base configuration and the study name) and written.
+/// The sweep's record: read from the folder when it exists (a `storage` that differs from the
+/// recorded one is refused: the trials are where the record says); otherwise made from `new` (the
+/// space argument, the base configuration and the study name, paths made absolute). A new record
+/// is written by [`run`] only once its storage has opened, so a failed start leaves no record
+/// naming a storage that does not work.
 pub fn open_record(dir: &Path, storage: Option<&str>, new: impl FnOnce() -> Result<(Space, TrainConfig, String)>) -> Result<SweepRecord> {
     std::fs::create_dir_all(dir).map_err(|e| SweepError::Io { action: "create directory", path: dir.to_path_buf(), source: e })?;
     let path = record_path(dir);
     if path.exists() {
-        return Ok(crate::fsutil::read_json(&path, "sweep.json")?);
+        let rec: SweepRecord = crate::fsutil::read_json(&path, "sweep.json")?;
+        if let Some(given) = storage {
+            let matches = rec.storage.as_deref() == Some(redact_url(given).as_str())
+                || rec.storage.as_deref().is_some_and(|r| r.contains("***") && redact_url(given) == r);
+            if !matches {
+                return Err(Error::InvalidOption(format!(
+                    "{} is a sweep whose trials are in {}, not {}; pass that --storage (or none, for SQLite in the folder), or start a new sweep with another --out",
+                    dir.display(),
+                    rec.storage.as_deref().unwrap_or("the folder's SQLite file (no --storage)"),
+                    redact_url(given)
+                ))
+                .into());
+            }
+        }
+        return Ok(rec);
     }
     let (space, base, study) = new()?;
-    let rec = SweepRecord { study, space: space.to_json_string(), storage: storage.map(redact_url), base };
-    crate::fsutil::write_json(&path, &rec)?;
-    Ok(rec)
+    Ok(SweepRecord { study, space: space.to_json_string(), storage: storage.map(redact_url), base: base.absolutized() })
+}
+
+/// How the trials of a sweep ended: (failed, all, the first failure's error).
+pub fn failures(dir: &Path, storage: Option<&str>) -> Result<(usize, usize, Option<String>)> {
+    let rec: SweepRecord = crate::fsutil::read_json(&record_path(dir), "sweep.json")?;
+    let space = Space::from_json_str(&rec.space, &record_path(dir).display().to_string())?;
+    let url = storage.map(str::to_string).or(rec.storage.clone().filter(|s| !s.contains("***")));
+    let mut st = open_storage(url.as_deref(), dir)?;
+    let study = st.open_study(&rec.study, &rec.space, &space.trials()?)?;
+    let trials = st.trials(study)?;
+    let failed: Vec<_> = trials.iter().filter(|t| t.state == TrialState::Failed).collect();
+    Ok((failed.len(), trials.len(), failed.first().and_then(|t| t.error.clone())))
 }
 
 /// Runs the sweep's trials as `launch` says until none is left; returns how many this process's
@@ -71,6 +101,9 @@ pub fn run(rec: &SweepRecord, launch: &Launch, stop: &Arc<AtomicBool>, log: &dyn
     let trials = space.trials()?;
     let mut storage = open_storage(launch.storage.as_deref(), &launch.dir)?;
     let study = storage.open_study(&rec.study, &rec.space, &trials)?;
+    if !path.exists() {
+        crate::fsutil::write_json(&path, rec)?;
+    }
     let worker = format!("{}:{}", std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into()), std::process::id());
     let opts = WorkerOptions {
         sweep_dir: launch.dir.clone(),
@@ -110,6 +143,8 @@ fn spawn_workers(launch: &Launch) -> Result<()> {
     for _ in 0..launch.workers {
         let mut cmd = std::process::Command::new(&exe);
         cmd.args(["--threads", &threads.to_string(), "sweep", "--worker", "--out"]).arg(&launch.dir);
+        // The parent holds the sweep folder's lock for its workers.
+        cmd.env(PARENT_VAR, std::process::id().to_string());
         cmd.args(["--stale-after", &launch.stale_after.as_secs().to_string(), "--heartbeat", &launch.heartbeat.as_secs().to_string()]);
         if let Some(s) = &launch.storage {
             cmd.args(["--storage", s]);

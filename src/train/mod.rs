@@ -7,6 +7,7 @@ pub mod data;
 pub mod export;
 pub mod plot;
 pub mod run;
+mod start;
 pub mod step;
 
 pub use run::{train, Outcome, Summary};

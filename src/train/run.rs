@@ -15,8 +15,7 @@ use crate::model::{Model, Pass};
 use crate::optim::Adam;
 use crate::plan::TrainMode;
 use crate::run::checkpoint::{self, Progress, Record};
-use crate::run::{build_model, RunDir, Task, TrainConfig};
-use crate::tokenize::Tokenizer;
+use crate::run::{RunDir, Task, TrainConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use std::io::{IsTerminal, Write};
@@ -86,24 +85,6 @@ pub enum Outcome {
     },
 }
 
-/// The run's configuration: read back from the folder when resuming; otherwise validated and
-/// recorded in a new folder.
-fn start(cfg: &TrainConfig, dir: &RunDir, resume: bool) -> Result<TrainConfig> {
-    if resume {
-        return crate::fsutil::read_json::<TrainConfig>(&dir.config(), "run config.json");
-    }
-    cfg.validate()?;
-    if dir.config().exists() {
-        return Err(Error::InvalidOption(format!(
-            "{} already holds a run; continue it with --resume {0}, or choose another --out",
-            dir.0.display()
-        )));
-    }
-    std::fs::create_dir_all(&dir.0).map_err(|e| Error::io("create directory", &dir.0, e))?;
-    write_json(&dir.config(), cfg)?;
-    Ok(cfg.clone())
-}
-
 fn warn_large_scale(cfg: &TrainConfig, log: &dyn Fn(&str)) {
     let l = &cfg.plan.lora;
     if cfg.plan.mode == TrainMode::Lora && l.scaling == Scaling::Raschka && l.alpha >= 16.0 {
@@ -157,8 +138,10 @@ struct Session<'a> {
 impl Session<'_> {
     /// Appends a record to metrics.jsonl and the history.
     fn record(&mut self, r: Record) -> Result<()> {
-        writeln!(self.metrics, "{}", serde_json::to_string(&r).expect("serialisable"))
-            .map_err(|e| Error::io("write", self.dir.metrics(), e))?;
+        // One write per line, so that a kill leaves whole lines (resume rewrites the file anyway).
+        let mut line = serde_json::to_string(&r).expect("serialisable");
+        line.push('\n');
+        self.metrics.write_all(line.as_bytes()).map_err(|e| Error::io("write", self.dir.metrics(), e))?;
         self.progress.history.push(r);
         Ok(())
     }
@@ -210,13 +193,13 @@ impl Session<'_> {
 pub fn train(cfg: &TrainConfig, run_dir: &Path, resume: bool, stop: &AtomicBool, log: &dyn Fn(&str)) -> Result<Outcome> {
     let start_time = Instant::now();
     let dir = RunDir(run_dir.to_path_buf());
-    let cfg = start(cfg, &dir, resume)?;
-    let tokenizer = Tokenizer::from_model_dir(&cfg.model, cfg.max_length)?;
-    let min_train = if cfg.drop_last { cfg.batch_size } else { 0 };
-    let splits = super::data::prepare(&cfg, run_dir, &tokenizer, min_train, log)?;
+    let startup = super::start::Startup::begin(run_dir, resume, log)?;
+    let cfg = super::start::configure(cfg, &dir, resume, &startup)?;
+    let super::start::Prepared { cfg, tokenizer, splits, mut model } = super::start::prepare(cfg, run_dir, log)?;
+    if !resume {
+        write_json(&dir.config(), &cfg)?;
+    }
     let names = splits.names().to_vec();
-    let mut model = build_model(&cfg, names.len())?;
-    splits.check_vocab(model.vocab_size())?;
     let precision = cfg.precision.resolve()?;
     model.set_precision(precision, true);
     let (trainable, total) = model.param_counts();
@@ -238,6 +221,7 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, resume: bool, stop: &AtomicBool,
     checkpoint::write_metrics(&dir.metrics(), &progress.history)?;
     let wall0 = progress.wall_seconds;
     let metrics = std::fs::OpenOptions::new().append(true).open(dir.metrics()).map_err(|e| Error::io("open", dir.metrics(), e))?;
+    let _lock = startup.finish();
     let pad_id = tokenizer.pad_id;
     let mut s = Session { cfg, dir, model, opt, progress, stepper: Stepper::default(), names, pad_id, metrics, log };
 
@@ -335,11 +319,16 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, resume: bool, stop: &AtomicBool,
             Precision::Bf16 => format!("bf16 ({})", kernel_name(precision)),
         },
     };
-    write_json(&s.dir.summary(), &summary)?;
-    super::plot::curves(&s.progress.history, run_dir)?;
-    if let Err(e) = super::export::export_run(run_dir, &cfg, &s.model, splits.labels.as_ref(), &tokenizer) {
-        log(&format!("warning: could not export the adapter: {e}"));
-    }
+    let what = if cfg.plan.mode == TrainMode::Full { "model/ folder" } else { "adapter/" };
+    write_json(&s.dir.summary(), &summary)
+        .and_then(|()| super::plot::curves(&s.progress.history, run_dir))
+        .and_then(|()| super::export::export_run(run_dir, &cfg, &s.model, splits.labels.as_ref(), &tokenizer))
+        .map_err(|e| {
+            Error::Other(format!(
+                "the run finished training but writing its results (summary.json, charts, {what}) failed: {e}; free the space or fix the folder, then run `lowrank train --resume {}` (it writes them again without training)",
+                run_dir.display()
+            ))
+        })?;
     Ok(Outcome::Finished(Box::new(summary)))
 }
 

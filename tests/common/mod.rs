@@ -86,3 +86,58 @@ pub fn lowrank_err(args: &[&str]) -> String {
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// A tiny random BERT like [`tiny_bert`] with `layers` layers, a `vocab`-row embedding table and
+/// `max_pos` positions (MiniLM's tokenizer files beside it), as `dir/name`.
+pub fn tiny_bert_with(dir: &Path, name: &str, layers: usize, vocab: usize, max_pos: usize) -> PathBuf {
+    let cfg = ModelConfig::from_json_str(&format!(
+        r#"{{"model_type": "bert", "vocab_size": {vocab}, "hidden_size": 32, "num_hidden_layers": {layers}, "num_attention_heads": 4,
+            "intermediate_size": 64, "max_position_embeddings": {max_pos}, "type_vocab_size": 2, "hidden_act": "gelu"}}"#
+    ))
+    .unwrap();
+    let mut model = Model::new(&cfg, HeadKind::Bert, 2);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let normal = Normal::new(0.0f32, 0.1).unwrap();
+    for p in model.base_params_mut() {
+        if !p.name.contains("LayerNorm") {
+            p.data.iter_mut().for_each(|v| *v = normal.sample(&mut rng));
+        }
+    }
+    let out = dir.join(name);
+    lowrank::model::save::write_model_folder(&model, &out, &["negative".into(), "positive".into()], &minilm()).unwrap();
+    out
+}
+
+/// Runs the binary expecting a clean failure (exit status 2, no panic); returns stderr.
+pub fn lowrank_refuses(args: &[&str]) -> String {
+    let out = lowrank(args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "lowrank {args:?} should have failed with status 2:\n{err}");
+    assert!(!err.contains("panicked"), "lowrank {args:?} panicked:\n{err}");
+    err
+}
+
+/// Every file under `dir` (recursively, relative path → bytes), to show that a command changed
+/// nothing.
+pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(root: &Path, d: &Path, out: &mut std::collections::BTreeMap<PathBuf, Vec<u8>>) {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.insert(p.strip_prefix(root).unwrap().to_path_buf(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// `n` labelled rows of the reference training split as a CSV in `dir` (returns its path).
+pub fn small_csv(dir: &Path, name: &str, n: usize) -> PathBuf {
+    let p = dir.join(name);
+    head_csv(&rt("train"), &p, n);
+    p
+}

@@ -1,0 +1,130 @@
+//! lowrank → PEFT, kept honest in CI without torch. scripts/golden/make_peft_interop.py (part B)
+//! trains tiny lowrank runs on all-MiniLM-L6-v2, has PEFT load each adapter and compute logits,
+//! and records the exact files PEFT loaded with those logits (tests/fixtures/peft/lowrank-made).
+//! This test trains the same runs again with this build of lowrank and requires that it writes
+//! the same files — byte for byte when the CPU has the same vector features as the machine that
+//! recorded them, the same tensors within 1e-6 otherwise — and that its logits are PEFT's within
+//! 1e-5. A change to the adapter writer or to the numerics fails here until the script is rerun,
+//! so what PEFT checked is what lowrank writes.
+
+mod common;
+use common::*;
+use lowrank::tensorfile::TensorFile;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/peft/lowrank-made")
+}
+
+fn cpu_features() -> Vec<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flags = info.lines().find(|l| l.starts_with("flags")).and_then(|l| l.split(':').nth(1)).unwrap_or("");
+    let wanted = ["avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16", "amx_bf16"];
+    let mut v: Vec<String> = flags.split_whitespace().filter(|f| wanted.contains(f)).map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+fn json(p: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
+}
+
+#[test]
+fn lowrank_regenerates_the_adapters_peft_checked_and_gives_peft_s_logits() {
+    let dir = fixtures();
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}; run scripts/golden/make_peft_interop.py --part b", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("expected.json").exists())
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 5, "the script records five runs; found {}", cases.len());
+    let d = tempfile::tempdir().unwrap();
+    let (val, test) = (d.path().join("val.csv"), d.path().join("test.csv"));
+    head_csv(&rt("val"), &val, 50);
+    head_csv(&rt("test"), &test, 50);
+    let exact = |want: &Value| {
+        want["cpu_features"].as_array().is_some_and(|f| f.iter().filter_map(Value::as_str).eq(cpu_features().iter().map(String::as_str)))
+    };
+    for case in cases {
+        let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        let want = json(&case.join("expected.json"));
+        let run = d.path().join(&name);
+        let mut args: Vec<String> = ["train", "--model", s(&minilm()), "--train", s(&rt("train")), "--val", s(&val), "--test", s(&test)]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        args.extend(want["train_args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()));
+        args.extend(["--out".to_string(), s(&run).to_string()]);
+        lowrank_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let adapter = run.join("adapter");
+
+        // adapter_config.json and labels.json: identical (the base path is this machine's).
+        let strip = |mut v: Value| {
+            let base = v["base_model_name_or_path"].as_str().unwrap_or("").to_string();
+            assert!(base.ends_with("all-MiniLM-L6-v2"), "{name}: base_model_name_or_path {base:?}");
+            v.as_object_mut().unwrap().remove("base_model_name_or_path");
+            v
+        };
+        assert_eq!(
+            strip(json(&adapter.join("adapter_config.json"))),
+            strip(json(&case.join("adapter_config.json"))),
+            "{name}: adapter_config.json"
+        );
+        assert_eq!(json(&adapter.join("labels.json")), json(&case.join("labels.json")), "{name}: labels.json");
+        let mut lr = json(&adapter.join("lowrank.json"));
+        let mut lw = json(&case.join("lowrank.json"));
+        lr.as_object_mut().unwrap().remove("version");
+        lw.as_object_mut().unwrap().remove("version");
+        assert_eq!(lr, lw, "{name}: lowrank.json");
+
+        // adapter_model.safetensors: the same bytes, or (another CPU) the same tensors within 1e-6.
+        let (got_bytes, want_bytes) = (
+            std::fs::read(adapter.join("adapter_model.safetensors")).unwrap(),
+            std::fs::read(case.join("adapter_model.safetensors")).unwrap(),
+        );
+        if exact(&want) {
+            assert!(got_bytes == want_bytes, "{name}: adapter_model.safetensors differs from the one PEFT checked; if the change is intended, rerun scripts/golden/make_peft_interop.py --part b");
+        } else {
+            eprintln!("{name}: this CPU's vector features differ from the recording machine's: comparing tensors within 1e-6, not bytes");
+            let (g, w) = (
+                TensorFile::read(&adapter.join("adapter_model.safetensors")).unwrap(),
+                TensorFile::read(&case.join("adapter_model.safetensors")).unwrap(),
+            );
+            assert_eq!(g.tensors.keys().collect::<Vec<_>>(), w.tensors.keys().collect::<Vec<_>>(), "{name}: tensor names");
+            assert_eq!(g.metadata, w.metadata, "{name}: metadata");
+            for (k, t) in &w.tensors {
+                assert_eq!(g.tensors[k].shape, t.shape, "{name}: {k}");
+                lowrank::ops::testing::assert_close(&format!("{name}: {k}"), &g.tensors[k].f32, &t.f32, 1e-5, 1e-6);
+            }
+        }
+
+        // lowrank's logits with the regenerated adapter are PEFT's.
+        let texts: Vec<String> = serde_json::from_value(want["texts"].clone()).unwrap();
+        let mut pargs =
+            vec!["predict".to_string(), "--model".into(), s(&minilm()).into(), "--adapter".into(), s(&adapter).into(), "--json".into()];
+        for t in &texts {
+            pargs.extend(["--text".to_string(), t.clone()]);
+        }
+        let out = lowrank_ok(&pargs.iter().map(String::as_str).collect::<Vec<_>>());
+        let got: Vec<f32> = out
+            .lines()
+            .flat_map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["logits"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap() as f32)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let peft: Vec<f32> = want["peft_logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32))
+            .collect();
+        lowrank::ops::testing::assert_close(&format!("{name}: lowrank vs PEFT logits"), &got, &peft, 0.0, 1e-5);
+    }
+}
