@@ -102,7 +102,7 @@ fn outcome(run: &Path) -> BTreeMap<String, String> {
         m.insert(f.to_string(), std::fs::read_to_string(run.join(f)).unwrap());
     }
     let mut summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
-    for k in ["train_seconds", "wall_seconds", "examples_per_s"] {
+    for k in ["train_seconds", "wall_seconds", "examples_per_s", "tokens_per_s"] {
         summary.as_object_mut().unwrap().remove(k);
     }
     m.insert("summary.json".into(), summary.to_string());
