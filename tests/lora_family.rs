@@ -460,7 +460,8 @@ fn bad_family_inputs_are_clear_errors() {
     let e = inspect_err(&["--target-modules", "query", "--rank-pattern", "qeury=4"]);
     assert!(e.contains("--rank-pattern qeury") && e.contains("attention.self.query"), "{e}");
     let e = inspect_err(&["--init", "pissa", "--lora-r", "40", "--lora-query"]);
-    assert!(e.contains("PiSSA needs r <= min(out, in) = 32") && e.contains("--lora-r"), "{e}");
+    // The up-front rank check (r above every layer size) answers before PiSSA's own one.
+    assert!(e.contains("--lora-r 40") && e.contains("min(in, out) = 32"), "{e}");
     let e = inspect_err(&["--dora", "--lora-bias"]);
     assert!(e.contains("--lora-bias") && e.contains("--dora"), "{e}");
     let e = inspect_err(&["--lora-query", "--layers-to-transform", "7"]);

@@ -87,7 +87,10 @@ fn lowrank_regenerates_the_adapters_peft_checked_and_gives_peft_s_logits() {
         if exact(&want) {
             assert!(got_bytes == want_bytes, "{name}: adapter_model.safetensors differs from the one PEFT checked; if the change is intended, rerun scripts/golden/make_peft_interop.py --part b");
         } else {
-            eprintln!("{name}: this CPU's vector features differ from the recording machine's: comparing tensors within 1e-6, not bytes");
+            // Other vector widths round the sums differently; through the run's Adam steps (each
+            // moving a weight by up to lr, in a direction that a near-zero gradient can flip)
+            // that reaches ~1e-4 of the tensors' scale, so the check is 1e-3 of it here.
+            eprintln!("{name}: this CPU's vector features differ from the recording machine's: comparing tensors within 1e-3 of their scale, not bytes");
             let (g, w) = (
                 TensorFile::read(&adapter.join("adapter_model.safetensors")).unwrap(),
                 TensorFile::read(&case.join("adapter_model.safetensors")).unwrap(),
@@ -96,7 +99,7 @@ fn lowrank_regenerates_the_adapters_peft_checked_and_gives_peft_s_logits() {
             assert_eq!(g.metadata, w.metadata, "{name}: metadata");
             for (k, t) in &w.tensors {
                 assert_eq!(g.tensors[k].shape, t.shape, "{name}: {k}");
-                lowrank::ops::testing::assert_close(&format!("{name}: {k}"), &g.tensors[k].f32, &t.f32, 1e-5, 1e-6);
+                lowrank::ops::testing::assert_close(&format!("{name}: {k}"), &g.tensors[k].f32, &t.f32, 1e-3, 1e-6);
             }
         }
 
@@ -125,6 +128,9 @@ fn lowrank_regenerates_the_adapters_peft_checked_and_gives_peft_s_logits() {
             .iter()
             .flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32))
             .collect();
-        lowrank::ops::testing::assert_close(&format!("{name}: lowrank vs PEFT logits"), &got, &peft, 0.0, 1e-5);
+        // Same CPU features: the adapter PEFT checked, so PEFT's logits within 1e-5; another CPU:
+        // a slightly different adapter (above), its logits within 1e-3 of their scale.
+        let (rtol, atol) = if exact(&want) { (0.0, 1e-5) } else { (1e-3, 1e-5) };
+        lowrank::ops::testing::assert_close(&format!("{name}: lowrank vs PEFT logits"), &got, &peft, rtol, atol);
     }
 }

@@ -37,18 +37,22 @@ pub fn run(a: InspectArgs) -> anyhow::Result<ExitCode> {
     let config_file = if path.is_dir() { path.join("config.json") } else { path.clone() };
     let opts = LoadOptions { head: a.model.head, num_labels: Some(a.num_labels), seed: 0 };
     let (zero, _) = Model::from_pretrained(&config_file, &opts)?;
-    if let Some(w) = crate::guard::check_lora_rank(&zero, &cfg.plan)? {
-        eprintln!("{w}");
+    // Targets that match no linear are reported by plan.apply below, with its own message (e.g.
+    // DoRA on an embedding); the up-front checks run on every plan whose targets resolve.
+    if cfg.plan.targets.resolve(&zero.linear_modules()).is_ok() {
+        if let Some(w) = crate::guard::check_lora_rank(&zero, &cfg.plan)? {
+            eprintln!("{w}");
+        }
+        let (_, estimated_total) = crate::guard::memory::param_counts(&zero, &cfg.plan)?;
+        let bytes = 16 * estimated_total as u64;
+        let weights = crate::guard::memory::Estimate { bytes, parts: vec![("weights and LoRA, loading".into(), bytes)] };
+        crate::guard::memory::check("inspecting this model", &weights, "check the model's config.json and --lora-r")?;
     }
-    let (trainable, total) = crate::guard::memory::param_counts(&zero, &cfg.plan)?;
-    let (trainable, total) = (trainable as usize, total as usize);
-    let weights =
-        crate::guard::memory::Estimate { bytes: 16 * total as u64, parts: vec![("weights and LoRA, loading".into(), 16 * total as u64)] };
-    crate::guard::memory::check("inspecting this model", &weights, "check the model's config.json and --lora-r")?;
     drop(zero);
     let (mut model, _) = Model::from_pretrained(&path, &opts)?;
     let injected = cfg.plan.apply(&mut model)?;
-    debug_assert_eq!(model.param_counts(), (trainable, total));
+    // Exact counts of what was built (rank / alpha patterns, layers_to_transform, DoRA included).
+    let (trainable, total) = model.param_counts();
     if a.json {
         let tensors: Vec<&str> = model.params().into_iter().filter(|p| p.trainable()).map(|p| p.name.as_str()).collect();
         let out = serde_json::json!({

@@ -133,7 +133,9 @@ fn lora_size(model: &Model, plan: &TrainPlan) -> Result<(f64, f64)> {
     let (mut params, mut ranks) = (0.0, 0.0);
     for (lin, pick) in model.linears().iter().zip(picked) {
         if pick {
-            params += r * (lin.in_dim() + lin.out_dim()) as f64;
+            // A, B; DoRA's magnitude vector and lora_bias add one value per output.
+            let per_out = plan.lora.dora as usize + plan.lora.bias as usize;
+            params += r * (lin.in_dim() + lin.out_dim()) as f64 + (per_out * lin.out_dim()) as f64;
             ranks += r;
         }
     }
