@@ -72,21 +72,22 @@ pub fn linear_backward_with(
     accumulate_dx: bool,
     arith: Arith<'_>,
 ) {
-    if let Arith::Fp32 = arith {
-        return linear_backward(dx, dw, db, dy, x, w, n, i, o, accumulate_dx);
-    }
     let dy = &dy[..n * o];
     if let Some(dx) = dx {
         let beta = if accumulate_dx { 1.0 } else { 0.0 };
         let (out, a, wv) = (MatMut::new(&mut dx[..n * i], n, i), MatRef::new(dy, n, o), MatRef::new(&w[..o * i], o, i));
         match arith {
+            Arith::Fp32 => matmul(out, a, wv, 1.0, beta, Threads::Pool),
             Arith::Bf16 { packed: Some(PackedWeight { w: Some(pw), .. }) } => bf16::matmul_packed(out, a, pw, 1.0, beta, Threads::Pool),
-            _ => bf16::matmul(out, a, wv, 1.0, beta, Threads::Pool),
+            Arith::Bf16 { .. } => bf16::matmul(out, a, wv, 1.0, beta, Threads::Pool),
         }
     }
     if let Some(dw) = dw {
-        let out = MatMut::new(&mut dw[..o * i], o, i);
-        bf16::matmul(out, MatRef::new(dy, n, o).t(), MatRef::new(&x[..n * i], n, i), 1.0, 1.0, Threads::Pool);
+        let (out, dyt, xv) = (MatMut::new(&mut dw[..o * i], o, i), MatRef::new(dy, n, o).t(), MatRef::new(&x[..n * i], n, i));
+        match arith {
+            Arith::Fp32 => matmul(out, dyt, xv, 1.0, 1.0, Threads::Pool),
+            Arith::Bf16 { .. } => bf16::matmul(out, dyt, xv, 1.0, 1.0, Threads::Pool),
+        }
     }
     if let Some(db) = db {
         for row in dy.chunks_exact(o) {
@@ -99,19 +100,8 @@ pub fn linear_backward_with(
 
 /// y[N,O] = x[N,I] · w[O,I]ᵀ + b[O].
 pub fn linear_forward(y: &mut [f32], x: &[f32], w: &[f32], b: Option<&[f32]>, n: usize, i: usize, o: usize) {
-    let y = &mut y[..n * o];
-    let beta = match b {
-        Some(b) => {
-            for row in y.chunks_exact_mut(o) {
-                row.copy_from_slice(b);
-            }
-            1.0
-        }
-        None => 0.0,
-    };
-    matmul(MatMut::new(y, n, o), MatRef::new(&x[..n * i], n, i), MatRef::new(&w[..o * i], o, i).t(), 1.0, beta, Threads::Pool);
+    linear_forward_with(y, x, w, b, n, i, o, Arith::Fp32);
 }
-
 /// Backward of [`linear_forward`].
 ///
 /// - `dx[N,I]`: set to dy · w (or added to it when `accumulate_dx`); `None` skips it.
@@ -130,21 +120,7 @@ pub fn linear_backward(
     o: usize,
     accumulate_dx: bool,
 ) {
-    let dy = &dy[..n * o];
-    if let Some(dx) = dx {
-        let beta = if accumulate_dx { 1.0 } else { 0.0 };
-        matmul(MatMut::new(&mut dx[..n * i], n, i), MatRef::new(dy, n, o), MatRef::new(&w[..o * i], o, i), 1.0, beta, Threads::Pool);
-    }
-    if let Some(dw) = dw {
-        matmul(MatMut::new(&mut dw[..o * i], o, i), MatRef::new(dy, n, o).t(), MatRef::new(&x[..n * i], n, i), 1.0, 1.0, Threads::Pool);
-    }
-    if let Some(db) = db {
-        for row in dy.chunks_exact(o) {
-            for (g, d) in db.iter_mut().zip(row) {
-                *g += d;
-            }
-        }
-    }
+    linear_backward_with(dx, dw, db, dy, x, w, n, i, o, accumulate_dx, Arith::Fp32);
 }
 
 #[cfg(test)]
