@@ -4,6 +4,9 @@
 //! finite base weights, an initial adapter's fit — is checked before the configuration and the
 //! split are recorded; and a start that fails removes what it created, so the corrected command
 //! starts cleanly (and a failed first start never turns into a run that `--resume` repeats).
+//! A start killed outright (SIGKILL, power loss) cannot clean up after itself, so a new run's
+//! start first records which entries the folder already held ([`START_RECORD`]); the next start
+//! in that folder removes what the killed one created and begins again.
 
 use super::data::{Examples, TaskData};
 use crate::error::{Error, Result};
@@ -24,6 +27,18 @@ pub(crate) struct Startup {
     before: BTreeSet<OsString>,
     lock: Option<Lock>,
     armed: bool,
+}
+
+/// The start record: written (atomically) before anything else of a new run, removed once the
+/// start succeeds or fails cleanly; holds the names the folder held before that start.
+pub(crate) const START_RECORD: &str = ".lowrank-start.json";
+
+/// What [`START_RECORD`] holds.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StartRecord {
+    /// The folder's entries before the start (lock and record excepted), as written by
+    /// `to_string_lossy`.
+    before: Vec<String>,
 }
 
 fn entries(dir: &Path) -> BTreeSet<OsString> {
@@ -57,8 +72,25 @@ impl Startup {
         for p in crate::fsutil::clean_stale_temps(dir) {
             log(&format!("note: removed {}, left by an interrupted write", p.display()));
         }
-        let lock_name = OsString::from(crate::fsutil::lock::FOLDER_LOCK);
-        let before = entries(dir).into_iter().filter(|n| *n != lock_name).collect();
+        let ours = [OsString::from(crate::fsutil::lock::FOLDER_LOCK), OsString::from(START_RECORD)];
+        let record = dir.join(START_RECORD);
+        if record.exists() {
+            // The last start here was killed before it finished: what it created goes, unless it
+            // recorded its configuration (then the run is whole enough for --resume).
+            if !dir.join("config.json").exists() {
+                let earlier: StartRecord = crate::fsutil::read_json(&record, "the start record of an interrupted start")?;
+                let removed = remove_created(dir, &earlier.before.iter().cloned().collect(), &ours);
+                if !removed.is_empty() {
+                    log(&format!("note: removed {}, left by a start that was interrupted", removed.join(", ")));
+                }
+            }
+            std::fs::remove_file(&record).map_err(|e| Error::io("remove", &record, e))?;
+        }
+        let before: BTreeSet<OsString> = entries(dir).into_iter().filter(|n| !ours.contains(n)).collect();
+        if !resume {
+            let names = before.iter().map(|n| n.to_string_lossy().into_owned()).collect();
+            crate::fsutil::write_json(&record, &StartRecord { before: names })?;
+        }
         Ok(Startup { dir: dir.to_path_buf(), created_dir, before, lock: Some(lock), armed: true })
     }
 
@@ -70,8 +102,27 @@ impl Startup {
     /// Start-up succeeded: keep what it wrote; the lock is the caller's until the run ends.
     pub(crate) fn finish(mut self) -> Lock {
         self.armed = false;
+        let _ = std::fs::remove_file(self.dir.join(START_RECORD));
         self.lock.take().expect("held until finish")
     }
+}
+
+/// Removes the entries of `dir` whose names (lossy) are not in `keep` nor in `ours`; returns the
+/// names removed.
+fn remove_created(dir: &Path, keep: &BTreeSet<String>, ours: &[OsString]) -> Vec<String> {
+    let mut removed = Vec::new();
+    for name in entries(dir) {
+        let lossy = name.to_string_lossy().into_owned();
+        if ours.contains(&name) || keep.contains(&lossy) {
+            continue;
+        }
+        let p = dir.join(&name);
+        let gone = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+        if gone.is_ok() {
+            removed.push(lossy);
+        }
+    }
+    removed
 }
 
 impl Drop for Startup {
@@ -80,12 +131,8 @@ impl Drop for Startup {
             return;
         }
         let lock_name = OsString::from(crate::fsutil::lock::FOLDER_LOCK);
-        for name in entries(&self.dir) {
-            if name != lock_name && !self.before.contains(&name) {
-                let p = self.dir.join(&name);
-                let _ = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
-            }
-        }
+        let keep: BTreeSet<String> = self.before.iter().map(|n| n.to_string_lossy().into_owned()).collect();
+        remove_created(&self.dir, &keep, &[lock_name]);
         drop(self.lock.take());
         if self.created_dir {
             let _ = std::fs::remove_dir(&self.dir);
@@ -216,4 +263,67 @@ pub(crate) fn prepare(mut cfg: TrainConfig, run_dir: &Path, log: &dyn Fn(&str)) 
     let model = build_model(&cfg, k)?;
     guard::check_finite(&model, &format!("the base model {} (with its initial adapter, if any)", cfg.model.display()))?;
     Ok(Prepared { cfg, tokenizer, splits, model })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = entries(dir).iter().map(|n| n.to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_new_start_records_what_was_there_and_finish_removes_the_record() {
+        let d = tempfile::tempdir().unwrap();
+        let run = d.path().join("run");
+        let s = Startup::begin(&run, false, &|_| {}).unwrap();
+        assert!(s.found().is_empty());
+        let rec: StartRecord = crate::fsutil::read_json(&run.join(START_RECORD), "record").unwrap();
+        assert!(rec.before.is_empty());
+        std::fs::write(run.join("config.json"), "{}").unwrap();
+        drop(s.finish());
+        assert_eq!(names(&run), ["config.json"]);
+    }
+
+    #[test]
+    fn a_failed_start_removes_what_it_created_and_its_record() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("mine.txt"), "x").unwrap();
+        let s = Startup::begin(d.path(), false, &|_| {}).unwrap();
+        std::fs::write(d.path().join("labels.json"), "[]").unwrap();
+        drop(s);
+        assert_eq!(names(d.path()), ["mine.txt"]);
+    }
+
+    #[test]
+    fn the_next_start_removes_what_a_killed_start_left_and_keeps_what_was_there_before() {
+        let d = tempfile::tempdir().unwrap();
+        // What a start killed after recording the split but before config.json leaves behind.
+        std::fs::write(d.path().join("mine.txt"), "x").unwrap();
+        crate::fsutil::write_json(&d.path().join(START_RECORD), &StartRecord { before: vec!["mine.txt".into()] }).unwrap();
+        for f in ["labels.json", "train.csv", "val.csv"] {
+            std::fs::write(d.path().join(f), "a").unwrap();
+        }
+        let logged = std::cell::RefCell::new(Vec::new());
+        let s = Startup::begin(d.path(), false, &|l| logged.borrow_mut().push(l.to_string())).unwrap();
+        assert_eq!(s.found().iter().map(|n| n.to_string_lossy().into_owned()).collect::<Vec<_>>(), ["mine.txt"]);
+        assert_eq!(names(d.path()), [START_RECORD, crate::fsutil::lock::FOLDER_LOCK, "mine.txt"]);
+        let log = logged.borrow().join("\n");
+        assert!(log.contains("labels.json, train.csv, val.csv") && log.contains("interrupted"), "{log}");
+    }
+
+    #[test]
+    fn a_start_killed_after_recording_its_configuration_is_left_for_resume() {
+        let d = tempfile::tempdir().unwrap();
+        crate::fsutil::write_json(&d.path().join(START_RECORD), &StartRecord { before: vec![] }).unwrap();
+        for f in ["config.json", "labels.json", "train.csv"] {
+            std::fs::write(d.path().join(f), "{}").unwrap();
+        }
+        let s = Startup::begin(d.path(), true, &|_| {}).unwrap();
+        drop(s.finish());
+        assert_eq!(names(d.path()), ["config.json", "labels.json", "train.csv"]);
+    }
 }
