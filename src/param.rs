@@ -21,9 +21,10 @@ impl Param {
         Param { name: name.into(), shape: shape.to_vec(), data: vec![0.0; n], grad: None }
     }
 
-    /// Number of elements.
+    /// Number of elements (of the shape: also for a weight whose f32 values were released, see
+    /// [`crate::model::linear::Linear::release_f32`]).
     pub fn numel(&self) -> usize {
-        self.data.len()
+        self.shape.iter().product()
     }
 
     /// Whether the parameter trains.

@@ -222,6 +222,26 @@ fn class5_a_failed_start_leaves_nothing_and_the_corrected_command_runs() {
 }
 
 #[test]
+fn class5_a_precision_this_cpu_cannot_run_is_refused_before_the_folder_exists() {
+    let d = tempfile::tempdir().unwrap();
+    let st = setup(d.path());
+    let run = d.path().join("run");
+    let out = Command::new(env!("CARGO_BIN_EXE_lowrank")).args(st.train_args(&run, &["--precision", "bf16"])).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if lowrank::ops::bf16::native_available() {
+        // This CPU runs bf16: the run is recorded as such.
+        assert!(out.status.success(), "{err}");
+        let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+        assert!(summary["precision"].as_str().unwrap().starts_with("bf16"), "{summary}");
+    } else {
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("--precision bf16 needs a CPU") && err.contains("--precision fp32"), "{err}");
+        assert!(!run.exists(), "the refused start left {}", run.display());
+    }
+    eprintln!("bf16 on this CPU: {}", lowrank::ops::bf16::native_available());
+}
+
+#[test]
 fn class5_stale_temporaries_relative_paths_and_a_failed_final_export() {
     let d = tempfile::tempdir().unwrap();
     let st = setup(d.path());

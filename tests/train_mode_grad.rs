@@ -150,7 +150,44 @@ fn plans() -> Vec<(&'static str, TrainPlan)> {
                 ..Default::default()
             },
         ),
+        (
+            // Frozen attention output and feed-forward: their inputs are not kept for backward.
+            "lora on q and v",
+            TrainPlan {
+                lora: LoraConfig { r: 3, alpha: 4.0, scaling: Scaling::Peft, dropout: 0.2, ..Default::default() },
+                targets: TargetModules::Flags(SeedFlags { query: true, value: true, head: true, ..Default::default() }),
+                ..Default::default()
+            },
+        ),
     ]
+}
+
+#[test]
+fn bf16_without_the_f32_copies_of_frozen_weights_computes_exactly_the_same() {
+    use lowrank::ops::precision::Precision;
+    let train = Pass::Train { seed: 11, step: 3 };
+    for (arch, head) in [("bert", HeadKind::Bert), ("distilbert", HeadKind::DistilBert)] {
+        for (what, plan) in plans() {
+            let mut kept = random_model(&config(arch), head, &plan);
+            kept.set_precision(Precision::Bf16, true);
+            let mut released = kept.clone();
+            let freed = released.release_packed_weights();
+            let frozen = released.linears().iter().filter(|l| !l.weight.trainable()).count();
+            assert_eq!(freed > 0, frozen > 0 && what != "full", "{arch} {what}: {freed} bytes freed");
+            let b = batch();
+            assert_eq!(loss(&kept, &b, train).to_bits(), loss(&released, &b, train).to_bits(), "{arch} {what}");
+            let (g1, g2) = (gradients(&mut kept, &b, train), gradients(&mut released, &b, train));
+            assert_eq!(g1.len(), g2.len());
+            for ((n1, a), (_, b)) in g1.iter().zip(&g2) {
+                assert!(a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()), "{arch} {what}: {n1} differs");
+            }
+            assert_eq!(kept.param_counts(), released.param_counts());
+            if freed > 0 {
+                let e = released.merge_lora().unwrap_err().to_string();
+                assert!(e.contains("released") && e.contains("load the model again"), "{e}");
+            }
+        }
+    }
 }
 
 #[test]

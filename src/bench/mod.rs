@@ -249,6 +249,7 @@ pub fn run(w: &Workload) -> Result<BenchResult> {
         }
     }
     model.set_precision(precision, !w.infer);
+    model.release_packed_weights(); // as `train` does
     let vocab = model.vocab_size();
     let mut rng = rand::rngs::StdRng::seed_from_u64(w.seed ^ 1);
     let seqs: Vec<Vec<u32>> =

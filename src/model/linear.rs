@@ -54,6 +54,12 @@ impl Linear {
         self.base_params().any(Param::trainable)
     }
 
+    /// Whether backward reads the layer's input: its weight trains, or an unmerged LoRA update
+    /// does (a bias's gradient and the input gradient need only the output gradient).
+    pub fn needs_input(&self) -> bool {
+        self.weight.trainable() || self.lora.as_ref().is_some_and(|l| !l.merged)
+    }
+
     /// Whether anything of the layer trains (its weight, bias, or a LoRA update).
     pub fn trainable(&self) -> bool {
         self.base_trainable() || self.lora.is_some()
@@ -200,15 +206,47 @@ impl Linear {
     /// its transpose for the input gradient when `backward`), a trainable one is packed on the fly
     /// at every product. Call again after writing into a frozen weight.
     pub fn set_precision(&mut self, precision: Precision, backward: bool) {
+        if self.released() {
+            // Only the packs hold the weight now, and they cannot have gone stale (nothing writes
+            // into a released weight): keep them.
+            assert!(precision == Precision::Bf16, "{}: its f32 weight was released; reload the model for fp32", self.path);
+            return;
+        }
         self.precision = precision;
         self.packed = (precision == Precision::Bf16 && !self.weight.trainable())
             .then(|| Arc::new(PackedWeight::new(&self.weight.data, self.out_dim(), self.in_dim(), backward)));
+    }
+
+    /// Frees the f32 values of a frozen weight that bf16 packs (forward and input gradient) stand
+    /// in for — 4 of the 8 bytes per weight that training in bf16 would hold; returns the bytes
+    /// freed (0 when the layer trains, carries DoRA, or has no packs for both directions).
+    /// Afterwards the layer cannot merge (merge refuses) nor go back to fp32: reload the model.
+    pub fn release_f32(&mut self) -> usize {
+        let packs_both = self.packed.as_ref().is_some_and(|p| p.w.is_some() && p.matches(&self.weight.data));
+        let dora = self.lora.as_ref().is_some_and(|l| l.dora.is_some());
+        if self.precision != Precision::Bf16 || !packs_both || self.weight.trainable() || dora || self.released() {
+            return 0;
+        }
+        let bytes = self.weight.data.len() * 4;
+        self.weight.data = Vec::new();
+        bytes
+    }
+
+    /// Whether the f32 weight was released ([`Linear::release_f32`]): only its bf16 packs remain.
+    pub fn released(&self) -> bool {
+        self.weight.data.is_empty() && self.weight.numel() > 0
     }
 
     /// The weight and bias (None: unchanged) that merging would produce, and DoRA's norms.
     #[allow(clippy::type_complexity)]
     fn merged(&self) -> Result<Option<(Vec<f32>, Option<Vec<f32>>, Option<Vec<f32>>)>> {
         let Some(lora) = self.lora.as_ref().filter(|l| !l.merged) else { return Ok(None) };
+        if self.released() {
+            return Err(Error::LoraModule {
+                module: self.path.clone(),
+                message: "its f32 base weight was released after packing it as bf16 for training; load the model again to merge".into(),
+            });
+        }
         let (w, norm) = match &lora.dora {
             Some(_) => {
                 let (w, n) = dora::merged_weight(&self.weight.data, lora);

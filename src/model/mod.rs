@@ -428,6 +428,18 @@ impl Model {
         }
     }
 
+    /// Frees the f32 values of the frozen transformer-layer weights whose bf16 packs stand in for
+    /// them ([`Linear::release_f32`]; training in bf16, after [`Model::set_precision`] with
+    /// `backward`); heads keep theirs. Afterwards merging those layers is refused: load the model
+    /// again to merge. Returns the bytes freed.
+    pub fn release_packed_weights(&mut self) -> usize {
+        let layers: Vec<&mut Linear> = match self {
+            Model::Bert(m) => m.layers.iter_mut().flat_map(|l| l.linears.iter_mut()).collect(),
+            Model::Decoder(m) => m.layers.iter_mut().flat_map(|l| l.linears_mut()).collect(),
+        };
+        layers.into_iter().map(Linear::release_f32).sum()
+    }
+
     /// Packs again, in bf16, the frozen weights whose values changed (after a merge).
     fn repack(&mut self) {
         if self.precision() == precision::Precision::Bf16 {

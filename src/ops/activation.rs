@@ -132,7 +132,22 @@ impl Activation {
 
     /// dx = dy · f'(x), in place over `dy`; `x` is the forward input, `out` the forward output.
     pub fn backward_inplace(self, dy: &mut [f32], x: &[f32], out: &[f32]) {
-        dy.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).zip(out.par_chunks(CHUNK)).for_each(|((d, x), o)| backward_chunk(self, d, x, o));
+        assert_eq!(dy.len(), x.len(), "activation backward: gradient and input differ in length");
+        if self.reads_output() {
+            assert_eq!(dy.len(), out.len(), "activation backward: {self:?} needs its output");
+            dy.par_chunks_mut(CHUNK)
+                .zip(x.par_chunks(CHUNK))
+                .zip(out.par_chunks(CHUNK))
+                .for_each(|((d, x), o)| backward_chunk(self, d, x, o));
+        } else {
+            dy.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(d, x)| backward_chunk(self, d, x, &[]));
+        }
+    }
+
+    /// Whether [`Activation::backward_inplace`] reads the forward output (tanh's derivative);
+    /// the others need only the input, and take an empty `out`.
+    pub fn reads_output(self) -> bool {
+        self == Activation::Tanh
     }
 }
 

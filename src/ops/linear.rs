@@ -21,11 +21,12 @@ pub enum Arith<'a> {
 }
 
 impl<'a> Arith<'a> {
-    /// The arithmetic of `precision`, with `packed` when it is a current copy of `w`.
+    /// The arithmetic of `precision`, with `packed` when it is a current copy of `w` (or stands in
+    /// for it: `w` empty, its f32 values released).
     pub fn of(precision: Precision, packed: Option<&'a PackedWeight>, w: &[f32]) -> Arith<'a> {
         match precision {
             Precision::Fp32 => Arith::Fp32,
-            Precision::Bf16 => Arith::Bf16 { packed: packed.filter(|p| p.matches(w)) },
+            Precision::Bf16 => Arith::Bf16 { packed: packed.filter(|p| w.is_empty() || p.matches(w)) },
         }
     }
 }
@@ -33,11 +34,13 @@ impl<'a> Arith<'a> {
 /// out = beta·out + x[N,I] · w[O,I]ᵀ in the given arithmetic.
 #[allow(clippy::too_many_arguments)]
 fn forward_product(out: &mut [f32], x: &[f32], w: &[f32], n: usize, i: usize, o: usize, beta: f32, arith: Arith<'_>) {
-    let (out, x, wt) = (MatMut::new(&mut out[..n * o], n, o), MatRef::new(&x[..n * i], n, i), MatRef::new(&w[..o * i], o, i).t());
+    let (out, x) = (MatMut::new(&mut out[..n * o], n, o), MatRef::new(&x[..n * i], n, i));
+    // `w` may be empty when a pack stands in for it (released f32 weights): view it only here.
+    let wt = || MatRef::new(&w[..o * i], o, i).t();
     match arith {
-        Arith::Fp32 => matmul(out, x, wt, 1.0, beta, Threads::Pool),
+        Arith::Fp32 => matmul(out, x, wt(), 1.0, beta, Threads::Pool),
         Arith::Bf16 { packed: Some(p) } => bf16::matmul_packed(out, x, &p.wt, 1.0, beta, Threads::Pool),
-        Arith::Bf16 { packed: None } => bf16::matmul(out, x, wt, 1.0, beta, Threads::Pool),
+        Arith::Bf16 { packed: None } => bf16::matmul(out, x, wt(), 1.0, beta, Threads::Pool),
     }
 }
 
@@ -75,11 +78,12 @@ pub fn linear_backward_with(
     let dy = &dy[..n * o];
     if let Some(dx) = dx {
         let beta = if accumulate_dx { 1.0 } else { 0.0 };
-        let (out, a, wv) = (MatMut::new(&mut dx[..n * i], n, i), MatRef::new(dy, n, o), MatRef::new(&w[..o * i], o, i));
+        let (out, a) = (MatMut::new(&mut dx[..n * i], n, i), MatRef::new(dy, n, o));
+        let wv = || MatRef::new(&w[..o * i], o, i);
         match arith {
-            Arith::Fp32 => matmul(out, a, wv, 1.0, beta, Threads::Pool),
+            Arith::Fp32 => matmul(out, a, wv(), 1.0, beta, Threads::Pool),
             Arith::Bf16 { packed: Some(PackedWeight { w: Some(pw), .. }) } => bf16::matmul_packed(out, a, pw, 1.0, beta, Threads::Pool),
-            Arith::Bf16 { .. } => bf16::matmul(out, a, wv, 1.0, beta, Threads::Pool),
+            Arith::Bf16 { .. } => bf16::matmul(out, a, wv(), 1.0, beta, Threads::Pool),
         }
     }
     if let Some(dw) = dw {

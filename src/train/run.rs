@@ -193,15 +193,21 @@ impl Session<'_> {
 pub fn train(cfg: &TrainConfig, run_dir: &Path, resume: bool, stop: &AtomicBool, log: &dyn Fn(&str)) -> Result<Outcome> {
     let start_time = Instant::now();
     let dir = RunDir(run_dir.to_path_buf());
+    if !resume {
+        // Before the folder exists: a precision this CPU cannot run leaves nothing behind.
+        cfg.precision.resolve()?;
+    }
     let startup = super::start::Startup::begin(run_dir, resume, log)?;
     let cfg = super::start::configure(cfg, &dir, resume, &startup)?;
+    let precision = cfg.precision.resolve()?;
     let super::start::Prepared { cfg, tokenizer, splits, mut model } = super::start::prepare(cfg, run_dir, log)?;
     if !resume {
         write_json(&dir.config(), &cfg)?;
     }
     let names = splits.names().to_vec();
-    let precision = cfg.precision.resolve()?;
     model.set_precision(precision, true);
+    // In bf16 the frozen layers are read through their packs only: their f32 copies can go.
+    model.release_packed_weights();
     let (trainable, total) = model.param_counts();
     log(&format!("{}; {} of {} parameters train", splits.describe(), trainable, total));
     warn_large_scale(&cfg, log);

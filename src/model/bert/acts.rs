@@ -31,7 +31,8 @@ pub struct LayerCache {
     pub v: Vec<f32>,
     /// Softmax probabilities (before dropout): [Σ H·len·valid].
     pub probs: Vec<f32>,
-    /// Attention context, input of the output projection: [N, C].
+    /// Attention context, input of the output projection: [N, C] (empty while training when
+    /// that projection's backward does not read its input, see [`Keep`]).
     pub ctx: Vec<f32>,
     /// Output projection (+ dropout) + residual: input of the first LayerNorm [N, C].
     pub attn_res: Vec<f32>,
@@ -43,7 +44,8 @@ pub struct LayerCache {
     pub x1: Vec<f32>,
     /// Feed-forward pre-activation [N, F].
     pub ffn_pre: Vec<f32>,
-    /// Feed-forward activation output [N, F].
+    /// Feed-forward activation output [N, F] (empty while training when backward needs it not,
+    /// see [`Keep`]).
     pub ffn_act: Vec<f32>,
     /// Feed-forward output (+ dropout) + residual: input of the second LayerNorm [N, C].
     pub ffn_res: Vec<f32>,
@@ -53,6 +55,24 @@ pub struct LayerCache {
     pub ln2_rstd: Vec<f32>,
     /// Each linear's LoRA x·A [N, r] (indexed by [`Q`], [`K`], ...).
     pub lora_h: [Vec<f32>; 6],
+}
+
+/// Which of a layer's optional activations its backward reads: the input of a linear is needed
+/// only when the linear's weight or LoRA update trains ([`crate::model::Linear::needs_input`]),
+/// and the feed-forward output also by a tanh's derivative. What is not kept is written into a
+/// spare buffer that all layers share, so LoRA on q and v keeps neither (≈ C + F floats a row
+/// and layer less).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keep {
+    /// The attention context (input of the output projection).
+    pub ctx: bool,
+    /// The feed-forward activation (input of the second feed-forward linear).
+    pub ffn_act: bool,
+}
+
+impl Keep {
+    /// Everything kept.
+    pub const ALL: Keep = Keep { ctx: true, ffn_act: true };
 }
 
 /// What the classification head keeps.
@@ -131,12 +151,18 @@ pub struct BertActs {
     pub probs_drop: Vec<f32>,
     /// The last layer's input at the [CLS] rows [B, C] (its queries).
     pub cls_in: Vec<f32>,
+    /// Where layers that do not keep their context write it [N, C].
+    pub spare_ctx: Vec<f32>,
+    /// Where layers that do not keep their feed-forward activation write it [N, F].
+    pub spare_act: Vec<f32>,
 }
 
 impl BertActs {
     /// Grows the buffers for a batch of `n` rows, `b` sequences, `probs` attention
-    /// probabilities; `train` keeps every layer's cache (for backward), otherwise one is reused.
-    pub fn prepare(&mut self, cfg: &EncoderConfig, num_labels: usize, n: usize, b: usize, probs: usize, train: bool) {
+    /// probabilities; `train` keeps every layer's cache (for backward, with the optional
+    /// activations `keeps[l]` says layer l needs), otherwise one is reused.
+    #[allow(clippy::too_many_arguments)]
+    pub fn prepare(&mut self, cfg: &EncoderConfig, num_labels: usize, n: usize, b: usize, probs: usize, train: bool, keeps: &[Keep]) {
         let (c, f) = (cfg.dim, cfg.ffn_dim);
         self.n = n;
         self.b = b;
@@ -153,12 +179,18 @@ impl BertActs {
         if self.layers.len() < n_layers {
             self.layers.resize_with(n_layers, LayerCache::default);
         }
-        for l in &mut self.layers[..n_layers] {
-            for v in [&mut l.q, &mut l.k, &mut l.v, &mut l.ctx, &mut l.attn_res, &mut l.x1, &mut l.ffn_res] {
+        for (i, l) in self.layers[..n_layers].iter_mut().enumerate() {
+            let keep = if train { keeps.get(i).copied().unwrap_or(Keep::ALL) } else { Keep::ALL };
+            for v in [&mut l.q, &mut l.k, &mut l.v, &mut l.attn_res, &mut l.x1, &mut l.ffn_res] {
                 grow(v, n * c);
             }
-            for v in [&mut l.ffn_pre, &mut l.ffn_act] {
-                grow(v, n * f);
+            grow(&mut l.ffn_pre, n * f);
+            for (v, kept, len) in [(&mut l.ctx, keep.ctx, n * c), (&mut l.ffn_act, keep.ffn_act, n * f)] {
+                if kept {
+                    grow(v, len);
+                } else {
+                    *v = Vec::new();
+                }
             }
             for v in [&mut l.ln1_mean, &mut l.ln1_rstd, &mut l.ln2_mean, &mut l.ln2_rstd] {
                 grow(v, n);
@@ -172,6 +204,12 @@ impl BertActs {
         }
         grow(&mut hd.logits, b * num_labels);
         grow(&mut self.probs_drop, probs);
+        if train && keeps.iter().any(|k| !k.ctx) {
+            grow(&mut self.spare_ctx, n * c);
+        }
+        if train && keeps.iter().any(|k| !k.ffn_act) {
+            grow(&mut self.spare_act, n * f);
+        }
         if train {
             let g = &mut self.grad;
             for v in [&mut g.d_out, &mut g.d_a, &mut g.d_b, &mut g.d_tmp, &mut g.d_ctx, &mut g.dq, &mut g.dk, &mut g.dv] {

@@ -141,7 +141,8 @@ impl EncoderLayer {
         };
         grow(d_ffn, nq * f);
         l2.backward(Some(d_ffn), false, d_ffn_out, &cache.ffn_act, &lh[FFN2], lora, nq, drop.lora[FFN2]);
-        self.activation.backward_inplace(&mut d_ffn[..nq * f], &cache.ffn_pre[..nq * f], &cache.ffn_act[..nq * f]);
+        let act_out: &[f32] = if self.activation.reads_output() { &cache.ffn_act[..nq * f] } else { &[] };
+        self.activation.backward_inplace(&mut d_ffn[..nq * f], &cache.ffn_pre[..nq * f], act_out);
         l1.backward(Some(d_a), true, d_ffn, &cache.x1, &lh[FFN1], lora, nq, drop.lora[FFN1]);
         // First LayerNorm: d_b = d(attn_res); the residual passes it through to the query rows.
         layernorm_backward(

@@ -17,6 +17,7 @@ pub mod summary;
 
 pub use crate::model::HeadKind;
 pub use acts::BertActs;
+use acts::{Keep, FFN2, O};
 pub use embeddings::Embeddings;
 pub use head::{Head, HeadDropout};
 pub use layer::{EncoderLayer, LayerDropout};
@@ -243,15 +244,24 @@ impl Encoder {
         let (n, b, c) = (batch.n_tokens(), batch.len(), self.config.dim);
         let keep = pass.keeps_caches();
         let (full, cls) = Self::spans(batch);
-        acts.prepare(&self.config, self.num_labels(), n, b, probs_len(&full, self.config.n_heads), keep);
+        let keeps = self.keeps();
+        acts.prepare(&self.config, self.num_labels(), n, b, probs_len(&full, self.config.n_heads), keep, &keeps);
         let (emb_drop, layer_drops, head_drop) = self.dropouts(pass);
-        let BertActs { emb_sum, emb_mean, emb_rstd, hidden, layers, head, lora_x, probs_drop, cls_in, .. } = acts;
+        let BertActs { emb_sum, emb_mean, emb_rstd, hidden, layers, head, lora_x, probs_drop, cls_in, spare_ctx, spare_act, .. } = acts;
         self.embeddings.forward(&mut hidden[0], emb_sum, emb_mean, emb_rstd, &batch.ids, &batch.positions, &batch.type_ids, emb_drop);
         let last = self.layers.len() - 1;
         for (l, layer) in self.layers.iter().enumerate() {
             let (src, dst, cache) = if keep { (l, l + 1, &mut layers[l]) } else { (l % 2, (l + 1) % 2, &mut layers[0]) };
             let (lo, hi) = hidden.split_at_mut(src.max(dst));
             let (x, out) = if src < dst { (&lo[src], &mut hi[0]) } else { (&hi[0], &mut lo[dst]) };
+            // What backward will not read goes to the spare buffers (lent for this layer).
+            let lend = |kept: bool, own: &mut Vec<f32>, spare: &mut Vec<f32>| {
+                if keep && !kept {
+                    std::mem::swap(own, spare);
+                }
+            };
+            lend(keeps[l].ctx, &mut cache.ctx, spare_ctx);
+            lend(keeps[l].ffn_act, &mut cache.ffn_act, spare_act);
             if l == last {
                 // Only the [CLS] rows go on: gather them as the last layer's queries.
                 for (i, s) in batch.seqs.iter().enumerate() {
@@ -261,10 +271,20 @@ impl Encoder {
             } else {
                 layer.forward(out, x, None, cache, &full, n, n, &layer_drops[l], lora_x, probs_drop);
             }
+            lend(keeps[l].ctx, &mut cache.ctx, spare_ctx);
+            lend(keeps[l].ffn_act, &mut cache.ffn_act, spare_act);
         }
         let out = if keep { self.layers.len() } else { self.layers.len() % 2 };
         self.head.forward(head, &hidden[out][..b * c], &head_drop, lora_x);
         acts.logits(self.num_labels())
+    }
+
+    /// Which optional activations each layer's backward reads (see [`Keep`]).
+    fn keeps(&self) -> Vec<Keep> {
+        self.layers
+            .iter()
+            .map(|l| Keep { ctx: l.linears[O].needs_input(), ffn_act: l.linears[FFN2].needs_input() || l.activation.reads_output() })
+            .collect()
     }
 
     /// The final hidden state of each sequence's [CLS] row, [B, C], from the most recent forward pass.
