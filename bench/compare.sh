@@ -78,14 +78,18 @@ for seq in 256 128; do
         done
     done
 done
-WORKLOADS+=("--config $CONFIG --batch $BATCH --seq 128 --mode lora --targets qv --precision fp32 --infer")
+for prec in fp32 bf16; do
+    WORKLOADS+=("--config $CONFIG --batch $BATCH --seq 128 --mode lora --targets qv --precision $prec --infer")
+done
 # DoRA beside the LoRA workloads of the same shape (PEFT users report DoRA at ~2x LoRA's step).
 for targets in qv all; do
     WORKLOADS+=("--config $CONFIG --batch $BATCH --seq 128 --mode lora --targets $targets --precision fp32 --dora")
 done
 # The reference protocol's shape: all-MiniLM-L6-v2, batch 12, ~27 tokens per example.
 for mode in "lora --targets qv" "full --targets qv" "last-layers --targets qv"; do
-    WORKLOADS+=("--config minilm-l6 --batch 12 --seq 32 --mode $mode --precision fp32")
+    for prec in fp32 bf16; do
+        WORKLOADS+=("--config minilm-l6 --batch 12 --seq 32 --mode $mode --precision $prec")
+    done
 done
 WORKLOADS+=("--config minilm-l6 --batch 12 --seq 32 --mode lora --targets qv --precision fp32 --dora")
 WORKLOADS+=("--config minilm-l6 --batch 12 --seq 32 --mode lora --targets all --precision fp32")

@@ -7,7 +7,7 @@
 
 mod common;
 
-use lowrank::infer::chat::{render, Message, TemplateTokens};
+use lowrank::data::lm::{generation_prompt, ChatTemplate, Message};
 use lowrank::infer::generate::{full_logits, step, AdapterSet, GenerateOptions, Generator, KvCache, Rows, StepBuffers};
 use lowrank::model::{Activations, HeadKind, LoadOptions, Model};
 use lowrank::tokenize::Tokenizer;
@@ -39,7 +39,7 @@ fn greedy_generation_equals_transformers_with_and_without_the_adapter() {
     let Some(gguf) = asset() else { return };
     let want: Value = serde_json::from_str(&std::fs::read_to_string(fixtures().join("generate.json")).unwrap()).unwrap();
     let tok = Tokenizer::from_model_dir(&gguf, 1 << 20).unwrap();
-    let template = tok.chat_template.clone().expect("SmolLM2's GGUF has a chat template");
+    let template = ChatTemplate::from_tokenizer(&tok).expect("SmolLM2's GGUF has a chat template");
     let (model, _) = Model::from_pretrained(&gguf, &LoadOptions { head: Some(HeadKind::Lm), num_labels: None, seed: 0 }).unwrap();
     let adapter = fixtures().join("adapter-qv");
     let mut set = AdapterSet::new(model, vec![("qv".into(), adapter)]).unwrap();
@@ -50,7 +50,7 @@ fn greedy_generation_equals_transformers_with_and_without_the_adapter() {
         gen.reset();
         for case in want[key].as_array().unwrap() {
             let q = case["question"].as_str().unwrap();
-            let rendered = render(&template, &[Message::new("user", q)], true, &TemplateTokens::default()).unwrap();
+            let rendered = generation_prompt(&template, &[Message::user(q)]).unwrap();
             let ids = tok.encode_raw(&rendered).unwrap();
             assert_eq!(ids, u32s(&case["prompt_ids"]), "{q}: prompt ids");
             let mut streamed = String::new();

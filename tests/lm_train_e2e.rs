@@ -14,7 +14,8 @@ const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['r
 
 /// The tiny Llama (vocabulary 97, 64 positions) copied into `dir` with a character-level
 /// tokenizer: a-z, space, newline, digits and `.,?!'` are one token each, then <|im_start|>,
-/// <|im_end|> (eos) and <|endoftext|>; the ChatML template in tokenizer_config.json.
+/// <|im_end|> (eos) and <|endoftext|>, decoded by concatenation; the ChatML template in
+/// tokenizer_config.json.
 fn tiny_llama(dir: &Path) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden/tiny-llama");
     let out = dir.join("tiny-llama");
@@ -29,7 +30,7 @@ fn tiny_llama(dir: &Path) -> PathBuf {
     let tokenizer = json!({
         "version": "1.0", "truncation": null, "padding": null,
         "added_tokens": [special(n, "<|im_start|>"), special(n + 1, "<|im_end|>"), special(n + 2, "<|endoftext|>")],
-        "normalizer": null, "pre_tokenizer": null, "post_processor": null, "decoder": null,
+        "normalizer": null, "pre_tokenizer": null, "post_processor": null, "decoder": {"type": "Fuse"},
         "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
             "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "vocab": vocab, "merges": []}
     });
@@ -156,6 +157,54 @@ fn chat_lora_run_lowers_validation_perplexity_and_exports_a_causal_lm_adapter() 
     assert_eq!(adapter["task_type"], "CAUSAL_LM");
     assert_eq!(adapter["target_modules"].as_array().unwrap().len(), 14, "{adapter}");
     assert!(!run.join("adapter/labels.json").exists());
+}
+
+/// 120 conversations: the user names a word, the assistant answers "positive" or "negative" by
+/// the word (a sentiment task as chat, as the README's SmolLM2 experiment poses it).
+fn sentiment_chats(dir: &Path) -> PathBuf {
+    let good = ["good", "fine", "great", "nice", "fun", "warm"];
+    let bad = ["bad", "dull", "poor", "sad", "weak", "cold"];
+    let lines: String = (0..120)
+        .map(|i| {
+            let (w, answer) = if i % 2 == 0 { (good[(i / 2) % 6], "positive") } else { (bad[(i / 2) % 6], "negative") };
+            format!(
+                "{}\n",
+                json!({"messages": [{"role": "user", "content": format!("it was {w}")}, {"role": "assistant", "content": answer}]})
+            )
+        })
+        .collect();
+    let path = dir.join("sentiment.jsonl");
+    std::fs::write(&path, lines).unwrap();
+    path
+}
+
+#[test]
+fn eval_generate_scores_exact_match_before_and_after_training() {
+    let d = tempfile::tempdir().unwrap();
+    let (model, data) = (tiny_llama(d.path()), sentiment_chats(d.path()));
+    let run = d.path().join("run");
+    run_ok(&train_args(&model, &data, &["--epochs", "6", "--mode", "full", "--lr", "3e-3", "--out", s(&run)]));
+    let test = run.join("test.jsonl");
+    let n = std::fs::read_to_string(&test).unwrap().lines().count();
+    // The random base model does not answer; the trained one does, and the file keeps each answer.
+    let before = eval(&["--model", s(&model), "--data", s(&test), "--max-length", "64", "--generate", "--max-new-tokens", "12"]);
+    assert_eq!(before["generation"]["n"], n);
+    assert_eq!(before["generation"]["exact_match"], 0.0, "{before}");
+    let after = eval(&["--run", s(&run), "--data", s(&test), "--generate", "--max-new-tokens", "12"]);
+    let em = after["generation"]["exact_match"].as_f64().unwrap();
+    let file = read_json(&run.join("eval-test.json"));
+    let answers = file["generation"]["answers"].as_array().unwrap();
+    assert!(em >= 0.9, "training teaches the answers: exact match {em}: {}", json!(answers[..3]));
+    assert!(after["metrics"]["perplexity"].as_f64().unwrap() > 0.0);
+    assert_eq!(answers.len(), n);
+    assert!(answers.iter().all(|a| a["reference"] == "positive" || a["reference"] == "negative"), "{file}");
+    let right = answers.iter().filter(|a| a["exact"] == true).count();
+    assert!((right as f64 / n as f64 - em).abs() < 1e-12);
+    // Texts have no reference answer.
+    let texts = d.path().join("texts.jsonl");
+    std::fs::write(&texts, "{\"text\": \"it was good\"}\n").unwrap();
+    let e = lowrank_err(&["eval", "--run", s(&run), "--data", s(&texts), "--generate"]);
+    assert!(e.contains("texts.jsonl:1") && e.contains("--generate needs reference answers"), "{e}");
 }
 
 #[test]

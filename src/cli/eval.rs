@@ -4,6 +4,7 @@
 
 use crate::data::lm::{self, LmOptions};
 use crate::data::{self, encode, ReadOptions};
+use crate::infer::answers::{score_answers, AnswerScores};
 use crate::infer::{evaluate_lm, Metrics};
 use crate::model::{Activations, HeadKind, LoadOptions, Model};
 use crate::run::{load_trained, Task};
@@ -44,6 +45,13 @@ pub struct EvalArgs {
     /// Causal LM: the loss over every token, prompts included (default: the run's setting).
     #[arg(long)]
     pub train_on_prompt: bool,
+    /// Causal LM: also generate (greedily) each record's answer — a conversation's last assistant
+    /// turn, or a prompt's completion — and score exact match against it.
+    #[arg(long)]
+    pub generate: bool,
+    /// With --generate: the most tokens generated per answer.
+    #[arg(long, value_name = "N", default_value_t = 32, requires = "generate")]
+    pub max_new_tokens: usize,
     /// Print the metrics as JSON.
     #[arg(long)]
     pub json: bool,
@@ -62,11 +70,17 @@ pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
         let tokenizer = Tokenizer::from_model_dir(&base, max_length)?;
         let opts = LmOptions { max_length, train_on_prompt: a.train_on_prompt, drop_long_prompts: true };
         let m = eval_lm(&model, &tokenizer, &a.data, a.chat_template.as_deref(), &opts)?;
-        return report_lm(&a, &m);
+        let answers = generate_answers(&a, &model, &tokenizer, a.chat_template.as_deref())?;
+        report_lm(&a, &m, answers.as_ref())?;
+        if let Some(out) = &a.out {
+            crate::fsutil::write_json(out, &metrics_file(&a, &m, answers.as_ref()))?;
+            eprintln!("wrote {}", out.display());
+        }
+        return Ok(ExitCode::SUCCESS);
     };
-    let t = load_trained(run_dir)?;
+    let mut t = load_trained(run_dir)?;
     let stem = a.data.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "data".into());
-    let save = |m: &Metrics| save_metrics(&a, run_dir, &stem, m);
+    let save = |m: &Metrics, answers: Option<&AnswerScores>| save_metrics(&a, run_dir, &stem, m, answers);
     if t.config.task == Task::CausalLm {
         let c = &t.config;
         let opts = LmOptions {
@@ -74,10 +88,15 @@ pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
             train_on_prompt: a.train_on_prompt || c.train_on_prompt,
             drop_long_prompts: true,
         };
-        let template = a.chat_template.as_deref().or(c.chat_template.as_deref());
-        let m = eval_lm(&t.model, &t.tokenizer, &a.data, template, &opts)?;
-        report_lm(&a, &m)?;
-        save(&m)?;
+        let template = a.chat_template.as_deref().or(c.chat_template.as_deref()).map(Path::to_path_buf);
+        let m = eval_lm(&t.model, &t.tokenizer, &a.data, template.as_deref(), &opts)?;
+        if a.generate {
+            // Generation is faster on merged weights.
+            t.model.merge_lora()?;
+        }
+        let answers = generate_answers(&a, &t.model, &t.tokenizer, template.as_deref())?;
+        report_lm(&a, &m, answers.as_ref())?;
+        save(&m, answers.as_ref())?;
         return Ok(ExitCode::SUCCESS);
     }
     let classes = t.classes()?;
@@ -96,17 +115,45 @@ pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
     crate::guard::check_logits(&logits, t.model.num_labels(), &a.data.display().to_string())?;
     let m = crate::infer::metrics(&logits, &enc.labels, classes.names());
     print_metrics(&a, &m, classes.names())?;
-    save(&m)?;
+    save(&m, None)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// With --generate: every record's answer generated and scored (progress on stderr).
+fn generate_answers(a: &EvalArgs, model: &Model, tokenizer: &Tokenizer, template: Option<&Path>) -> anyhow::Result<Option<AnswerScores>> {
+    if !a.generate {
+        return Ok(None);
+    }
+    let file = lm::read_jsonl(&a.data)?;
+    let template = match file.shape {
+        lm::LmShape::Chat => Some(lm::ChatTemplate::resolve(template, tokenizer)?),
+        _ => None,
+    };
+    let t0 = std::time::Instant::now();
+    let scores = score_answers(model, tokenizer, &file, template.as_ref(), a.max_new_tokens, &mut |done, total| {
+        if done % 50 == 0 || done == total {
+            super::log(&format!("generated {done}/{total} answers ({:.1} s)", t0.elapsed().as_secs_f64()));
+        }
+    })?;
+    Ok(Some(scores))
+}
+
+/// The metrics file's contents: the data, the metrics and, with --generate, every answer.
+fn metrics_file(a: &EvalArgs, m: &Metrics, answers: Option<&AnswerScores>) -> serde_json::Value {
+    let mut v = serde_json::json!({"data": a.data, "metrics": m});
+    if let Some(s) = answers {
+        v["generation"] = serde_json::json!(s);
+    }
+    v
 }
 
 /// Writes the metrics file (--out, else eval-<stem>.json in the run folder, locked, never over an
 /// input); a failure to write the default file is only a warning (the metrics were printed).
-fn save_metrics(a: &EvalArgs, run_dir: &Path, stem: &str, m: &Metrics) -> anyhow::Result<()> {
+fn save_metrics(a: &EvalArgs, run_dir: &Path, stem: &str, m: &Metrics, answers: Option<&AnswerScores>) -> anyhow::Result<()> {
     let file = a.out.clone().unwrap_or_else(|| run_dir.join(format!("eval-{stem}.json")));
     let written = refuse_input_as_output(&file, a, run_dir).and_then(|()| {
         crate::fsutil::lock::Lock::file(&file, "eval output")
-            .and_then(|_lock| crate::fsutil::write_json(&file, &serde_json::json!({"data": a.data, "metrics": m})))
+            .and_then(|_lock| crate::fsutil::write_json(&file, &metrics_file(a, m, answers)))
     });
     match written {
         Ok(()) => eprintln!("wrote {}", file.display()),
@@ -124,10 +171,29 @@ fn eval_lm(model: &Model, tokenizer: &Tokenizer, data: &Path, template: Option<&
     Ok(evaluate_lm(model, &mut Activations::default(), &enc.examples, LM_BATCH))
 }
 
-fn report_lm(a: &EvalArgs, m: &Metrics) -> anyhow::Result<ExitCode> {
+fn report_lm(a: &EvalArgs, m: &Metrics, answers: Option<&AnswerScores>) -> anyhow::Result<ExitCode> {
     if a.json {
-        println!("{}", serde_json::to_string_pretty(m)?);
-    } else {
+        match answers {
+            // The metrics, and the scores without the answers (they are in the metrics file).
+            Some(s) => {
+                let summary = AnswerScores { answers: Vec::new(), ..s.clone() };
+                println!("{}", serde_json::to_string_pretty(&serde_json::json!({"metrics": m, "generation": summary}))?);
+            }
+            None => println!("{}", serde_json::to_string_pretty(m)?),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(s) = answers {
+        println!(
+            "{}: exact match {:.2}% ({:.2}% ignoring case) over {} generated answers (greedy, at most {} tokens each)",
+            a.data.display(),
+            100.0 * s.exact_match,
+            100.0 * s.exact_match_ignoring_case,
+            s.n,
+            s.max_new_tokens
+        );
+    }
+    {
         println!(
             "{}: loss {:.4}, perplexity {:.3} over {} target tokens of {} examples (next-token accuracy {:.2}%)",
             a.data.display(),

@@ -2,7 +2,7 @@
 //! requests, or an interactive chat — streamed to the terminal (or one JSON object per request),
 //! with tokens per second.
 
-use crate::infer::chat::{Message, TemplateTokens};
+use crate::data::lm::{ChatTemplate, Message, Role};
 use crate::infer::generate::{
     decoder_of, encode_prompt, parse_adapter_arg, read_requests, AdapterSet, ChatSettings, Decoding, GenerateOptions, Generation,
     Generator, Prompt, Request, SamplerConfig,
@@ -10,7 +10,6 @@ use crate::infer::generate::{
 use crate::model::precision::{kernel_name, PrecisionChoice};
 use crate::model::{HeadKind, LoadOptions, Model};
 use crate::tokenize::Tokenizer;
-use anyhow::Context;
 use clap::Args;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -88,13 +87,9 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<ExitCode> {
     let d = decoder_of(&model)?;
     let mut eos: Vec<u32> = tokenizer.eos_ids.clone();
     eos.extend(d.config.eos_token_ids.iter().filter(|e| !tokenizer.eos_ids.contains(e)));
-    let tokens = TemplateTokens {
-        bos: d.config.bos_token_id.and_then(|i| tokenizer.decode(&[i], false).ok()),
-        eos: eos.first().and_then(|&i| tokenizer.decode(&[i], false).ok()),
-    };
     model.set_precision(precision, false);
     let mut set = AdapterSet::new(model, a.adapter.iter().map(|s| parse_adapter_arg(s)).collect())?;
-    let chat = chat_settings(&a, &tokenizer, tokens)?;
+    let chat = chat_settings(&a, &tokenizer)?;
     let opts = GenerateOptions {
         max_new_tokens: a.max_new_tokens,
         sampler: SamplerConfig { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, seed: a.seed },
@@ -135,15 +130,17 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The chat settings when prompts go through the chat template (--chat, or a file with chats).
-fn chat_settings(a: &GenerateArgs, tokenizer: &Tokenizer, tokens: TemplateTokens) -> anyhow::Result<Option<ChatSettings>> {
-    let template = match &a.chat_template {
-        Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("cannot read --chat-template {}", p.display()))?),
-        None => tokenizer.chat_template.clone(),
+/// The chat settings when prompts go through the chat template (--chat, or a file with chats):
+/// the template training renders with ([`ChatTemplate`]), `--chat-template` or the tokenizer's.
+fn chat_settings(a: &GenerateArgs, tokenizer: &Tokenizer) -> anyhow::Result<Option<ChatSettings>> {
+    let template = match (&a.chat_template, &tokenizer.chat_template) {
+        (Some(p), _) => Some(ChatTemplate::from_file(p, tokenizer)?),
+        (None, Some(_)) => Some(ChatTemplate::from_tokenizer(tokenizer)?),
+        (None, None) => None,
     };
     match template {
         Some(template) => {
-            let s = ChatSettings { template, tokens, system: a.system.clone() };
+            let s = ChatSettings { template, system: a.system.clone() };
             // Without --chat, only requests that hold messages use it.
             Ok(Some(s).filter(|_| a.chat || a.file.is_some()))
         }
@@ -203,7 +200,7 @@ fn interactive(
         if line.trim().is_empty() {
             break;
         }
-        history.push(Message::new("user", &line));
+        history.push(Message::user(line.as_str()));
         let r = Request { prompt: Prompt::Chat(history.clone()), adapter: None };
         let ids = encode_prompt(tokenizer, &r.prompt, Some(chat))?;
         let g = gen.generate(set.model(), tokenizer, &ids, opts, &mut |piece| {
@@ -216,7 +213,7 @@ fn interactive(
             writeln!(out)?;
         }
         report(&mut out, a, set.current(), &r, &ids, &g)?;
-        history.push(Message::new("assistant", &g.text));
+        history.push(Message::new(Role::Assistant, g.text.as_str()));
     }
     Ok(ExitCode::SUCCESS)
 }

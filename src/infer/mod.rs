@@ -1,9 +1,9 @@
 //! Inference: evaluating a model on labelled examples ([`evaluate`]: logits, accuracy, confusion,
 //! per-class metrics), a causal language model on its examples ([`lm_eval`]: loss, perplexity),
 //! classifying texts with a base model and adapters ([`predict`]), and generating text with a
-//! decoder ([`generate`], chat prompts by [`chat`]).
+//! decoder ([`generate`]; chat prompts rendered by [`crate::data::lm::ChatTemplate`], as training renders them).
 
-pub mod chat;
+pub mod answers;
 pub mod evaluate;
 pub mod generate;
 pub mod lm_eval;

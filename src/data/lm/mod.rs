@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 pub use error::LmDataError;
 pub use mask::{encode_file, render_chat, RenderedChat};
-pub use read::{causal_lm_shape, detect_shape, read_jsonl, Message, Role};
+pub use read::{causal_lm_shape, conversation, detect_shape, read_jsonl, Message, Role};
 pub use split::{prepare_lm, LmSplits};
 pub use template::{generation_prompt, generation_prompt_ids, ChatTemplate};
 

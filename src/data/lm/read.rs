@@ -238,6 +238,17 @@ fn string(
 /// The `"messages"` field → the conversation: a non-empty list of messages with at least one
 /// assistant reply.
 fn messages(value: Option<Value>, path: &Path, line: usize) -> Result<Vec<Message>, LmDataError> {
+    let messages = conversation(value, path, line)?;
+    if !messages.iter().any(|m| m.role == Role::Assistant) {
+        return Err(LmDataError::NoAssistantTurn { path: path.to_path_buf(), line });
+    }
+    Ok(messages)
+}
+
+/// A `"messages"` field → the conversation: a non-empty list of `{"role", "content", ...}`
+/// objects (null fields dropped, as transformers' `apply_chat_template` drops them). Errors name
+/// `path`, `line` and the message. Also what generation requests are read with.
+pub fn conversation(value: Option<Value>, path: &Path, line: usize) -> Result<Vec<Message>, LmDataError> {
     let list = match value {
         Some(Value::Array(list)) if !list.is_empty() => list,
         other => {
@@ -273,9 +284,6 @@ fn messages(value: Option<Value>, path: &Path, line: usize) -> Result<Vec<Messag
             None => return Err(bad(number, "has no \"content\"".into())),
         };
         messages.push(Message { role, content, extra: object });
-    }
-    if !messages.iter().any(|m| m.role == Role::Assistant) {
-        return Err(LmDataError::NoAssistantTurn { path: path.to_path_buf(), line });
     }
     Ok(messages)
 }

@@ -2,20 +2,18 @@
 //! objects hold a `prompt` (text to continue), `text` (the same) or `messages` (a chat, rendered
 //! by the chat template), and optionally the `adapter` to answer with.
 
+use crate::data::lm::{conversation, generation_prompt_ids, ChatTemplate, Message, Role};
 use crate::error::{Error, Result};
-use crate::infer::chat::{render, Message, TemplateTokens};
 use crate::tokenize::Tokenizer;
 use serde_json::Value;
 use std::path::Path;
 
-/// How prompts become a conversation: the chat template, its special tokens and an optional
-/// system prompt.
-#[derive(Clone, Debug, Default)]
+/// How prompts become a conversation: the chat template (the one training renders with, so a
+/// prompt is what the model saw before each reply) and an optional system prompt.
+#[derive(Debug)]
 pub struct ChatSettings {
-    /// The Jinja chat template.
-    pub template: String,
-    /// Its bos / eos token texts.
-    pub tokens: TemplateTokens,
+    /// The compiled chat template, with the tokenizer's bos / eos tokens.
+    pub template: ChatTemplate,
     /// A system turn put first when the conversation has none.
     pub system: Option<String>,
 }
@@ -24,12 +22,12 @@ impl ChatSettings {
     /// The messages of `prompt` as a conversation (plain text becomes one user turn).
     pub fn messages(&self, prompt: &Prompt) -> Vec<Message> {
         let mut msgs = match prompt {
-            Prompt::Text(t) => vec![Message::new("user", t)],
+            Prompt::Text(t) => vec![Message::user(t.as_str())],
             Prompt::Chat(m) => m.clone(),
         };
         if let Some(s) = &self.system {
-            if msgs.first().is_none_or(|m| m.role != "system") {
-                msgs.insert(0, Message::new("system", s));
+            if msgs.first().is_none_or(|m| m.role != Role::System) {
+                msgs.insert(0, Message::new(Role::System, s.as_str()));
             }
         }
         msgs
@@ -46,12 +44,12 @@ pub fn encode_prompt(tokenizer: &Tokenizer, prompt: &Prompt, chat: Option<&ChatS
         (Prompt::Chat(_), None) => Err(Error::InvalidOption(
             "a request holds \"messages\" but the model has no chat template; pass one with --chat-template FILE".into(),
         )),
-        (p, Some(c)) => tokenizer.encode_raw(&render(&c.template, &c.messages(p), true, &c.tokens)?),
+        (p, Some(c)) => Ok(generation_prompt_ids(&c.template, tokenizer, &c.messages(p))?),
     }
 }
 
 /// What to continue.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Prompt {
     /// Plain text (with `--chat`, one user turn).
     Text(String),
@@ -60,7 +58,7 @@ pub enum Prompt {
 }
 
 /// One generation request.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Request {
     /// What to continue.
     pub prompt: Prompt,
@@ -86,12 +84,7 @@ pub fn read_requests(path: &Path) -> Result<Vec<Request>> {
             Some(_) => return Err(bad(i + 1, "\"adapter\" must be a string (an adapter's name)".into())),
         };
         let prompt = if let Some(m) = v.get("messages") {
-            let msgs: Vec<Message> = serde_json::from_value(m.clone())
-                .map_err(|e| bad(i + 1, format!("\"messages\" must be a list of {{\"role\", \"content\"}} objects: {e}")))?;
-            if msgs.is_empty() {
-                return Err(bad(i + 1, "\"messages\" is empty".into()));
-            }
-            Prompt::Chat(msgs)
+            Prompt::Chat(conversation(Some(m.clone()), path, i + 1)?)
         } else if let Some(t) = v.get("prompt").or_else(|| v.get("text")).and_then(Value::as_str) {
             Prompt::Text(t.to_string())
         } else {
@@ -122,7 +115,10 @@ mod tests {
             .unwrap();
         let r = read_requests(&p).unwrap();
         assert_eq!(r[0], Request { prompt: Prompt::Text("a".into()), adapter: Some("x".into()) });
-        assert_eq!(r[1].prompt, Prompt::Chat(vec![Message::new("user", "hi")]));
+        assert_eq!(r[1].prompt, Prompt::Chat(vec![Message::user("hi")]));
+        std::fs::write(&p, "{\"messages\": [{\"role\": \"robot\", \"content\": \"hi\"}]}\n").unwrap();
+        let e = read_requests(&p).unwrap_err().to_string();
+        assert!(e.contains("p.jsonl:1") && e.contains("robot"), "{e}");
         std::fs::write(&p, "{\"question\": \"a\"}\n").unwrap();
         let e = read_requests(&p).unwrap_err().to_string();
         assert!(e.contains("line 1") || e.contains(":1"), "{e}");

@@ -26,8 +26,10 @@ pub(crate) const MR: usize = 14;
 pub(crate) const KC: usize = 384;
 /// Micro-panels of rows per task at most (MC·MR rows).
 pub(crate) const MC: usize = 16;
-/// Panels of columns per task at most (NC·32 columns).
-pub(crate) const NC: usize = 24;
+/// Panels of columns per task at most (NC·32 columns): a task packs its A rows once per k-block
+/// and walks all its panels, so wide products (n = 3072) should not be cut into several column
+/// chunks that each pack the same rows again; columns are split only to give every worker work.
+pub(crate) const NC: usize = 128;
 
 thread_local! {
     /// A rows packed for one task and k-block, [MC micro-panels × KC pairs × AS words] at most.
@@ -69,11 +71,15 @@ impl OutPtr {
 /// Rows and columns of one task in micro-panels and panels: at most MC × NC, and (when there are
 /// several workers) enough row chunks that the task count is a multiple of the worker count.
 fn split(mp: usize, np: usize, workers: usize) -> (usize, usize) {
-    let cc = np.div_ceil(NC);
+    let mut cc = np.div_ceil(NC);
     let mut rc = mp.div_ceil(MC);
     if workers > 1 {
         while !(rc * cc).is_multiple_of(workers) && rc < mp {
             rc += 1;
+        }
+        // Too few rows to go round (a few [CLS] rows): cut the columns too.
+        while !(rc * cc).is_multiple_of(workers) && cc < np {
+            cc += 1;
         }
     }
     (mp.div_ceil(rc), np.div_ceil(cc))

@@ -24,7 +24,7 @@ const KC: usize = 384;
 #[cfg(not(target_arch = "x86_64"))]
 const MC: usize = 16;
 #[cfg(not(target_arch = "x86_64"))]
-const NC: usize = 24;
+const NC: usize = 128;
 use super::pack::{pack_groups_scalar, Block, Src, AS, NR};
 use super::reference::{matmul_ref, round_f32};
 use super::*;
