@@ -15,19 +15,11 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 fn asset() -> Option<PathBuf> {
-    let root =
-        std::env::var_os("LOWRANK_ASSETS").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("assets"));
-    let p = root.join("SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if p.exists() {
-        Some(p)
-    } else {
-        lowrank::ci::missing(&p.display().to_string(), "run scripts/fetch-assets.sh");
-        None
-    }
+    common::smollm2_gguf()
 }
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2")
+    common::smollm2_fixtures()
 }
 
 fn u32s(v: &Value) -> Vec<u32> {

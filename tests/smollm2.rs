@@ -3,27 +3,21 @@
 //! must equal what transformers computes from the same file (tests/fixtures/smollm2/hidden.*,
 //! made by scripts/golden/make_smollm2_golden.py).
 
+mod common;
+
 use lowrank::data::batch::Batch;
 use lowrank::model::{Activations, HeadKind, LoadOptions, Model, Pass};
 use lowrank::tensorfile::TensorFile;
 use lowrank::tokenize::Tokenizer;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 fn asset() -> Option<PathBuf> {
-    let root =
-        std::env::var_os("LOWRANK_ASSETS").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("assets"));
-    let p = root.join("SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if p.exists() {
-        Some(p)
-    } else {
-        lowrank::ci::missing(&p.display().to_string(), "run scripts/fetch-assets.sh");
-        None
-    }
+    common::smollm2_gguf()
 }
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2")
+    common::smollm2_fixtures()
 }
 
 #[test]

@@ -80,6 +80,17 @@ impl Dropout {
         (self.p as f64 * (1u32 << 24) as f64) as u32
     }
 
+    /// The gradient through this dropout of the gradient `d` (its first `len` elements, global
+    /// indices from 0): `d` itself when inactive, else the masked copy written into `tmp`.
+    pub fn backward_of<'a>(&self, d: &'a [f32], tmp: &'a mut [f32], len: usize) -> &'a [f32] {
+        if !self.active() {
+            return d;
+        }
+        tmp[..len].copy_from_slice(&d[..len]);
+        self.apply(&mut tmp[..len], 0);
+        tmp
+    }
+
     /// Applies the mask in place to `x`, whose first element has global index `offset`.
     /// The same call is the backward pass (the mask is its own Jacobian).
     pub fn apply(&self, x: &mut [f32], offset: usize) {

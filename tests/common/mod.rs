@@ -141,3 +141,22 @@ pub fn small_csv(dir: &Path, name: &str, n: usize) -> PathBuf {
     head_csv(&rt("train"), &p, n);
     p
 }
+
+/// The SmolLM2-135M-Instruct GGUF under the assets folder (`LOWRANK_ASSETS` or `assets/`); None,
+/// after saying so (a failure under CI), when it was not fetched.
+pub fn smollm2_gguf() -> Option<PathBuf> {
+    let root =
+        std::env::var_os("LOWRANK_ASSETS").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("assets"));
+    let p = root.join("SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if p.exists() {
+        Some(p)
+    } else {
+        lowrank::ci::missing(&p.display().to_string(), "run scripts/fetch-assets.sh");
+        None
+    }
+}
+
+/// tests/fixtures/smollm2: transformers' figures on SmolLM2.
+pub fn smollm2_fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2")
+}

@@ -132,13 +132,7 @@ impl EncoderLayer {
             false,
         );
         // Feed-forward branch; the residual passes d_a through to x1.
-        let d_ffn_out: &[f32] = if drop.ffn_out.active() {
-            d_tmp[..nq * c].copy_from_slice(&d_a[..nq * c]);
-            drop.ffn_out.apply(&mut d_tmp[..nq * c], 0);
-            d_tmp
-        } else {
-            d_a
-        };
+        let d_ffn_out: &[f32] = drop.ffn_out.backward_of(d_a, d_tmp, nq * c);
         grow(d_ffn, nq * f);
         l2.backward(Some(d_ffn), false, d_ffn_out, &cache.ffn_act, &lh[FFN2], lora, nq, drop.lora[FFN2]);
         let act_out: &[f32] = if self.activation.reads_output() { &cache.ffn_act[..nq * f] } else { &[] };
@@ -158,13 +152,7 @@ impl EncoderLayer {
             c,
             false,
         );
-        let d_attn_out: &[f32] = if drop.attn_out.active() {
-            d_tmp[..nq * c].copy_from_slice(&d_b[..nq * c]);
-            drop.attn_out.apply(&mut d_tmp[..nq * c], 0);
-            d_tmp
-        } else {
-            d_b
-        };
+        let d_attn_out: &[f32] = drop.attn_out.backward_of(d_b, d_tmp, nq * c);
         lo.backward(Some(d_ctx), false, d_attn_out, &cache.ctx, &lh[O], lora, nq, drop.lora[O]);
         attention_backward(
             dq,

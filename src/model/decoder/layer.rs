@@ -220,13 +220,7 @@ impl DecoderLayer {
             Qkv::Fused(_) => 2,
         };
         // MLP branch: d_a = d(xn2).
-        let d_m: &[f32] = if drop.mlp_out.active() {
-            d_tmp[..n * c].copy_from_slice(&d_out[..n * c]);
-            drop.mlp_out.apply(&mut d_tmp[..n * c], 0);
-            d_tmp
-        } else {
-            d_out
-        };
+        let d_m: &[f32] = drop.mlp_out.backward_of(d_out, d_tmp, n * c);
         let xn2 = &cache.xn2[..n * c];
         match &mut self.mlp {
             Mlp::Gated { gate, up, down } => {
@@ -251,13 +245,7 @@ impl DecoderLayer {
         self.mlp_norm.backward(d_b, d_a, &cache.h1[..n * c], &cache.n2, n, false);
         add_into(&mut d_b[..n * c], &d_out[..n * c]);
         // Attention branch.
-        let d_o: &[f32] = if drop.attn_out.active() {
-            d_tmp[..n * c].copy_from_slice(&d_b[..n * c]);
-            drop.attn_out.apply(&mut d_tmp[..n * c], 0);
-            d_tmp
-        } else {
-            d_b
-        };
+        let d_o: &[f32] = drop.attn_out.backward_of(d_b, d_tmp, n * c);
         let oi = n_attn - 1;
         self.o.backward(Some(d_ctx), false, d_o, &cache.ctx, &lh[oi], lora, n, drop.lora[oi]);
         attention_backward(
