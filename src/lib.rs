@@ -12,7 +12,8 @@
 //! 7. [`cli`] the command line ([`options`] is the one catalogue of training options that the
 //!    command line, sweep spaces and adapters all use).
 //!
-//! [`error`], [`fsutil`] (atomic writes), [`plot`] and [`ci`] serve every floor.
+//! [`error`], [`fsutil`] (atomic writes), [`plot`] and [`ci`] serve every floor; [`fuzzing`] is
+//! the fuzzers' way into every reader of user files.
 
 pub mod adapter;
 pub mod bench;
@@ -22,6 +23,7 @@ pub mod compare;
 pub mod data;
 pub mod error;
 pub mod fsutil;
+pub mod fuzzing;
 pub mod gguf;
 pub mod guard;
 pub mod hub;

@@ -489,7 +489,9 @@ pub fn describe(kind: Kind) -> String {
 
 /// Checks one value against its kind and returns it normalised (real numbers as floats).
 pub fn check_value(kind: Kind, v: &Value) -> std::result::Result<Value, String> {
-    let wrong = || format!("{v} is not valid: it must be {}", describe(kind));
+    // serde_json has no NaN or infinity: a command line's `nan` / `inf` arrives as null.
+    let shown = if v.is_null() { "NaN, an infinity or null".to_string() } else { v.to_string() };
+    let wrong = || format!("{shown} is not valid: it must be {}", describe(kind));
     match kind {
         Kind::Bool => v.as_bool().map(Value::Bool).ok_or_else(wrong),
         Kind::Int { min } => match v.as_i64() {

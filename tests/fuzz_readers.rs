@@ -1,16 +1,16 @@
 //! Bounded mutation fuzzing of every reader of user files, on stable Rust, in CI.
 //!
-//! For each reader (safetensors, GGUF, config.json, adapter_config.json, CSV, JSONL, sweep
-//! spaces) the committed seed corpus in tests/fuzz/corpus/<target>/ is read, and for a fixed time
+//! For each reader of `lowrank::fuzzing::Target` (safetensors, GGUF, config.json,
+//! adapter_config.json, CSV, JSONL, sweep spaces, causal-LM JSONL, chat templates) the committed seed corpus in tests/fuzz/corpus/<target>/ is read, and for a fixed time
 //! (LOWRANK_FUZZ_SECONDS per target, 3 by default) inputs made from it by random mutations (bit
 //! flips, byte and block insertion / deletion / duplication, interesting integers, splices of two
 //! seeds, truncation) are given to the reader. Any panic fails the test; the input is written to
 //! tests/fuzz/crashes/<target>/ (replayed by every later run, so a crash found becomes a regression
 //! test) and the seed of the run is printed (LOWRANK_FUZZ_SEED reproduces it). An error is the
-//! expected answer to most inputs: only panics count. There is no coverage feedback (this is not
-//! libFuzzer): it finds what random mutation of real files finds.
+//! expected answer to most inputs: only panics count. There is no coverage feedback here: the
+//! same targets run coverage-guided under libFuzzer in fuzz/ (scripts/fuzz.sh, in CI).
 
-use lowrank::data::ReadOptions;
+use lowrank::fuzzing::Target;
 use rand::{Rng, SeedableRng};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -130,73 +130,38 @@ fn fuzz(target: &str, reader: &dyn Fn(&[u8], &Path)) {
     assert!(tried > 20, "{target}: only {tried} inputs tried");
 }
 
-fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, bytes).unwrap();
-    p
-}
-
-#[test]
-fn fuzz_safetensors() {
-    fuzz("safetensors", &|b, dir| {
-        let _ = lowrank::tensorfile::TensorFile::read(&write(dir, "x.safetensors", b));
-    });
-}
-
-#[test]
-fn fuzz_gguf() {
-    fuzz("gguf", &|b, dir| {
-        if let Ok(f) = lowrank::gguf::GgufFile::from_bytes(b.to_vec(), &dir.join("x.gguf")) {
-            let _ = lowrank::gguf::hf::hf_config(&f);
-            let names: Vec<String> = f.tensors().iter().map(|t| t.name.clone()).collect();
-            for n in names {
-                let _ = f.read_tensor(&n);
-            }
+/// One test per reader, so a failure names it.
+macro_rules! fuzz_tests {
+    ($($test:ident => $target:ident),* $(,)?) => {$(
+        #[test]
+        fn $test() {
+            let target = Target::$target;
+            fuzz(target.name(), &|b, dir| target.feed(b, dir));
         }
-    });
+    )*};
+}
+
+fuzz_tests! {
+    fuzz_safetensors => Safetensors,
+    fuzz_gguf => Gguf,
+    fuzz_config_json => ConfigJson,
+    fuzz_adapter_config => AdapterConfig,
+    fuzz_csv => Csv,
+    fuzz_jsonl => Jsonl,
+    fuzz_sweep_space => SweepSpace,
+    fuzz_lm_jsonl => LmJsonl,
+    fuzz_chat_template => ChatTemplate,
 }
 
 #[test]
-fn fuzz_config_json() {
-    fuzz("config_json", &|b, _| {
-        if let Ok(c) = lowrank::model::ModelConfig::from_json_str(&String::from_utf8_lossy(b)) {
-            let _ = lowrank::guard::memory::check_config(&c, "fuzzed config");
-        }
-    });
-}
-
-#[test]
-fn fuzz_adapter_config() {
-    fuzz("adapter_config", &|b, dir| {
-        write(dir, "adapter_config.json", b);
-        if let Ok(c) = lowrank::adapter::PeftConfig::read(dir) {
-            let _ = c.scale();
-        }
-    });
-}
-
-#[test]
-fn fuzz_csv() {
-    fuzz("csv", &|b, dir| {
-        let _ = lowrank::data::load(&write(dir, "x.csv", b), &ReadOptions::default());
-    });
-}
-
-#[test]
-fn fuzz_jsonl() {
-    fuzz("jsonl", &|b, dir| {
-        let _ = lowrank::data::load(&write(dir, "x.jsonl", b), &ReadOptions::default());
-    });
-}
-
-#[test]
-fn fuzz_sweep_space() {
-    fuzz("sweep_space", &|b, _| {
-        let text = String::from_utf8_lossy(b);
-        let spaces =
-            [lowrank::sweep::space::Space::from_toml_str(&text, "fuzz"), lowrank::sweep::space::Space::from_json_str(&text, "fuzz")];
-        for s in spaces.into_iter().flatten() {
-            let _ = s.trials();
-        }
-    });
+fn every_target_of_the_library_has_a_test_here_and_a_libfuzzer_binary() {
+    let fuzz_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let manifest = std::fs::read_to_string(fuzz_dir.join("Cargo.toml")).unwrap();
+    let here = include_str!("fuzz_readers.rs");
+    for t in Target::ALL {
+        let name = t.name();
+        assert!(here.contains(&format!("=> {t:?},")), "tests/fuzz_readers.rs has no test for {name}");
+        assert!(manifest.contains(&format!("name = \"{name}\"")), "fuzz/Cargo.toml has no binary {name}");
+        assert!(fuzz_dir.join("fuzz_targets").join(format!("{name}.rs")).is_file(), "fuzz/fuzz_targets/{name}.rs is missing");
+    }
 }

@@ -251,8 +251,26 @@ fn tiny_llama_adapter_equals_the_peft_adapter_and_merges_exactly() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(std::fs::read(&cli_merged).unwrap(), std::fs::read(dir.path().join("merged-f32.gguf")).unwrap());
 
+    // An existing file is replaced only with --force, an input never (not even the base itself).
+    let e = lowrank_err(&args);
+    assert!(e.contains("already exists") && e.contains("--force"), "{e}");
+    let forced: Vec<&str> = args.iter().copied().chain(["--force"]).collect();
+    lowrank_ok(&forced);
+    let base_bytes = std::fs::read(&base).unwrap();
+    for victim in [base.clone(), peft_dir.join("adapter_config.json")] {
+        let e = lowrank_err(&["merge", "--model", s(&base), "--adapter", s(&peft_dir), "--out", s(&victim), "--format", "gguf", "--force"]);
+        assert!(e.contains("writing there would replace it"), "{e}");
+        let e =
+            lowrank_err(&["export", "--model", s(&base), "--adapter", s(&peft_dir), "--format", "gguf", "--out", s(&victim), "--force"]);
+        assert!(e.contains("writing there would replace it"), "{e}");
+    }
+    assert_eq!(std::fs::read(&base).unwrap(), base_bytes);
+    let e = lowrank_err(&["export", "--model", s(&base), "--adapter", s(&peft_dir), "--format", "gguf", "--out", s(&cli_adapter)]);
+    assert!(e.contains("already exists"), "{e}");
+
     // Bad requests name the fix.
     let hf = fixture("golden/tiny-llama");
+    let cli_merged = dir.path().join("cli-merged-2.gguf");
     let e = lowrank_err(&["merge", "--model", s(&hf), "--adapter", s(&peft_dir), "--out", s(&cli_merged), "--format", "gguf"]);
     assert!(e.contains("not a GGUF file") && e.contains("convert_hf_to_gguf.py"), "{e}");
     let e = lowrank_err(&["merge", "--model", s(&base), "--adapter", s(&peft_dir), "--out", s(&cli_merged), "--dtype", "f16"]);

@@ -157,6 +157,36 @@ fn chat_lora_run_lowers_validation_perplexity_and_exports_a_causal_lm_adapter() 
     assert_eq!(adapter["task_type"], "CAUSAL_LM");
     assert_eq!(adapter["target_modules"].as_array().unwrap().len(), 14, "{adapter}");
     assert!(!run.join("adapter/labels.json").exists());
+
+    // A GGUF export never replaces an input, and an existing file only with --force.
+    let config_bytes = std::fs::read(run.join("config.json")).unwrap();
+    for victim in [run.join("config.json"), model.join("model.safetensors")] {
+        let e = lowrank_err(&["export", "--run", s(&run), "--format", "gguf", "--out", s(&victim), "--force"]);
+        assert!(e.contains("writing there would replace it"), "{e}");
+    }
+    assert_eq!(std::fs::read(run.join("config.json")).unwrap(), config_bytes);
+    let gguf = d.path().join("adapter.gguf");
+    lowrank_ok(&["export", "--run", s(&run), "--format", "gguf", "--out", s(&gguf)]);
+    let e = lowrank_err(&["export", "--run", s(&run), "--format", "gguf", "--out", s(&gguf)]);
+    assert!(e.contains("already exists") && e.contains("--force"), "{e}");
+    lowrank_ok(&["export", "--run", s(&run), "--format", "gguf", "--out", s(&gguf), "--force"]);
+
+    // predict classifies: a causal-LM adapter is a clear error, not a panic.
+    let out = lowrank(&["predict", "--model", s(&model), "--adapter", s(&run.join("adapter")), "--text", "cat"]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{e}");
+    assert!(e.contains("causal-LM adapter") && e.contains("lowrank generate"), "{e}");
+
+    // generate --file of plain lines continues them as text, as --prompt does (no chat template
+    // without --chat).
+    let prompts = d.path().join("prompts.txt");
+    std::fs::write(&prompts, "cat\n").unwrap();
+    let common = ["generate", "--model", s(&model), "--max-new-tokens", "2", "--json"];
+    let from_file: Value = serde_json::from_str(&lowrank_ok(&[&common[..], &["--file", s(&prompts)]].concat())).unwrap();
+    let from_arg: Value = serde_json::from_str(&lowrank_ok(&[&common[..], &["--prompt", "cat"]].concat())).unwrap();
+    assert_eq!(from_file["prompt_ids"], from_arg["prompt_ids"]);
+    let chat: Value = serde_json::from_str(&lowrank_ok(&[&common[..], &["--prompt", "cat", "--chat"]].concat())).unwrap();
+    assert!(chat["prompt_ids"].as_array().unwrap().len() > from_arg["prompt_ids"].as_array().unwrap().len());
 }
 
 /// 120 conversations: the user names a word, the assistant answers "positive" or "negative" by

@@ -335,3 +335,47 @@ fn class1_eval_never_writes_over_its_data_or_the_run() {
     assert_eq!((snapshot(&run), std::fs::read(&st.val).unwrap()), before);
     lowrank_ok(&["eval", "--run", s(&run), "--data", s(&st.val), "--out", s(&run.join("eval-val.json"))]);
 }
+
+#[test]
+fn survey2_reruns_with_other_settings_are_refused_not_reported_as_the_new_settings() {
+    let d = tempfile::tempdir().unwrap();
+    let st = setup(d.path());
+    // compare: a finished run is reused only with the settings it was trained with.
+    let cmp = d.path().join("cmp");
+    let mut args = st.train_args(&cmp, &[]);
+    args[0] = "compare".into();
+    args.extend(["--runs".to_string(), "last-layers".to_string()]);
+    lowrank_ok(&strs(&args));
+    let table = std::fs::read_to_string(cmp.join("comparison.md")).unwrap();
+    let out = lowrank(&strs(&args));
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stderr).contains("reusing"), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut other = st.train_args(&cmp, &["--epochs", "2"]);
+    other[0] = "compare".into();
+    other.extend(["--runs".to_string(), "last-layers".to_string()]);
+    let e = lowrank_refuses(&strs(&other));
+    assert!(e.contains("trained with other settings") && e.contains("epochs: 1 then, 2 now") && e.contains("another --out"), "{e}");
+    assert_eq!(std::fs::read_to_string(cmp.join("comparison.md")).unwrap(), table, "the table was rewritten");
+
+    // sweep: a folder continues only the space (and base) it was started with; a space is
+    // validated whenever it is given.
+    let sweep = d.path().join("sweep");
+    let space = d.path().join("space.json");
+    std::fs::write(&space, r#"{"method": "grid", "params": {"lora_r": [1]}}"#).unwrap();
+    let mut args = st.train_args(&sweep, &[]);
+    args[0] = "sweep".into();
+    args.extend(["--space".to_string(), s(&space).to_string()]);
+    lowrank_ok(&strs(&args));
+    lowrank_ok(&strs(&args));
+    let record = std::fs::read(sweep.join("sweep.json")).unwrap();
+    std::fs::write(&space, r#"{"method": "grid", "params": {"lora_r": [1, 4]}}"#).unwrap();
+    let e = lowrank_refuses(&strs(&args));
+    assert!(e.contains("started with another search space") && e.contains("another --out"), "{e}");
+    std::fs::write(&space, r#"{"method": "random", "trials": 2, "params": {"lr": {"log_uniform": [1e-3, 1e-5]}}}"#).unwrap();
+    lowrank_refuses(&strs(&args));
+    std::fs::write(&space, r#"{"method": "grid", "params": {"lora_r": [1]}}"#).unwrap();
+    let mut base = args.clone();
+    base.extend(["--lr".to_string(), "1e-3".to_string()]);
+    let e = lowrank_refuses(&strs(&base));
+    assert!(e.contains("another base configuration") && e.contains("lr"), "{e}");
+    assert_eq!(std::fs::read(sweep.join("sweep.json")).unwrap(), record);
+}

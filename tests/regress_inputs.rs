@@ -317,3 +317,31 @@ fn class4_labels_headers_flags_and_failed_sweeps() {
     );
     assert!(std::fs::read_to_string(sweep.join("leaderboard.md")).unwrap().contains("2 failed"));
 }
+
+#[test]
+fn survey2_threads_are_bounded_and_a_closed_pipe_is_not_a_panic() {
+    use std::process::Stdio;
+    let d = tempfile::tempdir().unwrap();
+    let model = tiny_bert(d.path());
+    let t = std::time::Instant::now();
+    let e = lowrank_refuses(&["--threads", "100000", "inspect", "--model", s(&model)]);
+    assert!(e.contains("--threads 100000") && e.contains("at most"), "{e}");
+    assert!(t.elapsed().as_secs() < 30, "refused without starting the threads");
+    lowrank_ok(&["--threads", "0", "inspect", "--model", s(&model)]);
+
+    // `lowrank inspect | head -c 0`: the reader is gone before the model has loaded, so the
+    // first write meets a closed pipe.
+    for _ in 0..5 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lowrank"))
+            .args(["inspect", "--model", s(&model), "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{err}");
+        assert!(out.status.success(), "{:?}: {err}", out.status);
+    }
+}

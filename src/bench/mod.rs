@@ -26,6 +26,11 @@ pub fn bench_config(name: &str) -> Result<ModelConfig> {
         "bert-base" => include_str!("../../bench/configs/bert-base.json").to_string(),
         "minilm-l6" => include_str!("../../bench/configs/minilm-l6.json").to_string(),
         "smollm2-135m" => include_str!("../../bench/configs/smollm2-135m.json").to_string(),
+        path if !std::path::Path::new(path).exists() => {
+            return Err(Error::InvalidOption(format!(
+                "--config {path}: no such preset or file; the presets are distilbert-base, bert-base, minilm-l6 and smollm2-135m, or pass a config.json path"
+            )))
+        }
         path => std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?,
     };
     ModelConfig::from_json_str(&text)

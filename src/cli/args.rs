@@ -180,7 +180,7 @@ impl DataArgs {
 const FLAG_NAMES: [&str; 6] = ["lora_query", "lora_key", "lora_value", "lora_projection", "lora_mlp", "lora_head"];
 
 /// Options that only matter in `--mode lora`.
-const LORA_ONLY: [&str; 10] = [
+const LORA_ONLY: [&str; 18] = [
     "lora_r",
     "lora_alpha",
     "scaling",
@@ -191,6 +191,14 @@ const LORA_ONLY: [&str; 10] = [
     "lora_value",
     "lora_projection",
     "lora_mlp",
+    "init",
+    "dora",
+    "lora_bias",
+    "rank_pattern",
+    "alpha_pattern",
+    "layers_to_transform",
+    "layers_pattern",
+    "loraplus_lr_ratio",
 ];
 
 /// Applies given training options to `cfg` through the catalogue. The seed's target flags and
@@ -292,6 +300,13 @@ mod tests {
         {
             let e = cfg(args).unwrap_err().to_string();
             assert!(e.contains("only to --mode lora") && e.contains("--lora-"), "{args:?}: {e}");
+        }
+        // The LoRA family's options too (they were ignored silently in full fine-tuning).
+        for (flag, value) in [("--dora", None), ("--lora-bias", None), ("--init", Some("pissa")), ("--layers-to-transform", Some("0"))] {
+            let mut args = vec!["--mode", "full", flag];
+            args.extend(value);
+            let e = cfg(&args).unwrap_err().to_string();
+            assert!(e.contains("only to --mode lora") && e.contains(flag), "{args:?}: {e}");
         }
         let c = cfg(&["--mode", "full", "--lr", "1e-5"]).unwrap();
         assert_eq!(c.plan.mode, crate::plan::TrainMode::Full);

@@ -80,6 +80,13 @@ fn validate(a: &BenchArgs, w: &Workload) -> anyhow::Result<()> {
     if cfg.vocab_size() < 2 {
         return bad(format!("the config's vocab_size is {}; a model needs at least 2 tokens", cfg.vocab_size()));
     }
+    if a.task == "causal-lm" && cfg.decoder().is_none() {
+        return bad(format!(
+            "--task causal-lm times a decoder language model; --config {} is a {} encoder: drop --task, or use --config smollm2-135m",
+            a.config,
+            cfg.model_type()
+        ));
+    }
     if a.seq > cfg.max_positions() {
         return bad(format!(
             "--seq {} is more than the model's max_position_embeddings ({}): use --seq {} or less",
@@ -125,7 +132,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         let points = gemm_ceiling(a.batch * a.seq, a.steps.max(3));
         let peak = fma_peak(a.steps.max(3));
         let bf16 = crate::ops::bf16::bench::gemm_rates(a.batch * a.seq, a.steps.max(3));
-        println!(
+        outln!(
             "{}",
             serde_json::to_string(&serde_json::json!({
                 "impl": "lowrank",
@@ -138,6 +145,6 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{}", serde_json::to_string(&run_bench(&w)?)?);
+    outln!("{}", serde_json::to_string(&run_bench(&w)?)?);
     Ok(ExitCode::SUCCESS)
 }

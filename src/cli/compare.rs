@@ -28,6 +28,13 @@ pub struct CompareArgs {
 
 /// Runs `lowrank compare`.
 pub fn run(a: CompareArgs) -> anyhow::Result<ExitCode> {
+    for (i, r) in a.runs.iter().enumerate() {
+        anyhow::ensure!(!a.runs[..i].contains(r), "--runs names {r} twice; name each run once");
+    }
+    if let Some(p) = &a.eval_data {
+        // Checked before the first run trains for minutes, not after.
+        anyhow::ensure!(p.is_file(), "--eval-data {} is not a readable file; check the path", p.display());
+    }
     let stop = super::interrupt_flag();
     let model = a.model.resolve()?;
     let config = |opts: &[(&'static str, serde_json::Value)]| {
@@ -35,7 +42,7 @@ pub fn run(a: CompareArgs) -> anyhow::Result<ExitCode> {
     };
     match compare(&a.runs, &a.out, &config, a.eval_data.as_deref(), &stop, &super::log)? {
         Compared::Done(_, table) => {
-            println!("{table}");
+            outln!("{table}");
             Ok(ExitCode::SUCCESS)
         }
         Compared::Interrupted { run, step } => {

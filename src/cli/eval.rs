@@ -63,8 +63,16 @@ pub struct EvalArgs {
 
 /// Runs `lowrank eval`.
 pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(!a.generate || a.max_new_tokens >= 1, "--max-new-tokens must be at least 1 (an answer of no tokens scores nothing)");
     let Some(run_dir) = &a.run else {
         let base = crate::hub::resolve_model(a.model.as_deref().expect("clap requires --model without --run"))?;
+        let config = crate::model::ModelConfig::load(&base)?;
+        anyhow::ensure!(
+            config.decoder().is_some(),
+            "eval --model scores a decoder language model (llama, qwen2, mistral, gpt2) on a JSON Lines file; {} is a {} encoder: evaluate a classifier through its run (lowrank eval --run RUN_DIR --data FILE)",
+            base.display(),
+            config.model_type()
+        );
         let (model, _) = Model::from_pretrained(&base, &LoadOptions { head: Some(HeadKind::Lm), ..Default::default() })?;
         let max_length = a.max_length.unwrap_or(2048);
         let tokenizer = Tokenizer::from_model_dir(&base, max_length)?;
@@ -99,6 +107,11 @@ pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
         save(&m, answers.as_ref())?;
         return Ok(ExitCode::SUCCESS);
     }
+    anyhow::ensure!(
+        !a.generate,
+        "--generate applies to causal-LM runs (it generates answers); {} is a classification run: drop --generate",
+        run_dir.display()
+    );
     let classes = t.classes()?;
     let ds = data::load(
         &a.data,
@@ -152,6 +165,9 @@ fn metrics_file(a: &EvalArgs, m: &Metrics, answers: Option<&AnswerScores>) -> se
 fn save_metrics(a: &EvalArgs, run_dir: &Path, stem: &str, m: &Metrics, answers: Option<&AnswerScores>) -> anyhow::Result<()> {
     let file = a.out.clone().unwrap_or_else(|| run_dir.join(format!("eval-{stem}.json")));
     let written = refuse_input_as_output(&file, a, run_dir).and_then(|()| {
+        if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+            std::fs::create_dir_all(parent).map_err(|e| crate::error::Error::io("create the folder of --out", parent, e))?;
+        }
         crate::fsutil::lock::Lock::file(&file, "eval output")
             .and_then(|_lock| crate::fsutil::write_json(&file, &metrics_file(a, m, answers)))
     });
@@ -177,14 +193,14 @@ fn report_lm(a: &EvalArgs, m: &Metrics, answers: Option<&AnswerScores>) -> anyho
             // The metrics, and the scores without the answers (they are in the metrics file).
             Some(s) => {
                 let summary = AnswerScores { answers: Vec::new(), ..s.clone() };
-                println!("{}", serde_json::to_string_pretty(&serde_json::json!({"metrics": m, "generation": summary}))?);
+                outln!("{}", serde_json::to_string_pretty(&serde_json::json!({"metrics": m, "generation": summary}))?);
             }
-            None => println!("{}", serde_json::to_string_pretty(m)?),
+            None => outln!("{}", serde_json::to_string_pretty(m)?),
         }
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(s) = answers {
-        println!(
+        outln!(
             "{}: exact match {:.2}% ({:.2}% ignoring case) over {} generated answers (greedy, at most {} tokens each)",
             a.data.display(),
             100.0 * s.exact_match,
@@ -194,7 +210,7 @@ fn report_lm(a: &EvalArgs, m: &Metrics, answers: Option<&AnswerScores>) -> anyho
         );
     }
     {
-        println!(
+        outln!(
             "{}: loss {:.4}, perplexity {:.3} over {} target tokens of {} examples (next-token accuracy {:.2}%)",
             a.data.display(),
             m.loss,
@@ -233,27 +249,27 @@ fn refuse_input_as_output(file: &std::path::Path, a: &EvalArgs, run_dir: &Path) 
 
 fn print_metrics(a: &EvalArgs, m: &crate::infer::Metrics, names: &[String]) -> anyhow::Result<()> {
     if a.json {
-        println!("{}", serde_json::to_string_pretty(m)?);
+        outln!("{}", serde_json::to_string_pretty(m)?);
         return Ok(());
     }
-    println!("{}: accuracy {:.2}% on {} examples (loss {:.4})", a.data.display(), 100.0 * m.accuracy, m.n, m.loss);
+    outln!("{}: accuracy {:.2}% on {} examples (loss {:.4})", a.data.display(), 100.0 * m.accuracy, m.n, m.loss);
     let w = names.iter().map(String::len).max().unwrap_or(5).max(9);
-    println!("\nconfusion (rows: true, columns: predicted)");
-    print!("{:>w$}", "");
+    outln!("\nconfusion (rows: true, columns: predicted)");
+    out!("{:>w$}", "");
     for n in names {
-        print!(" {n:>w$}");
+        out!(" {n:>w$}");
     }
-    println!();
+    outln!();
     for (i, row) in m.confusion.iter().enumerate() {
-        print!("{:>w$}", names[i]);
+        out!("{:>w$}", names[i]);
         for c in row {
-            print!(" {c:>w$}");
+            out!(" {c:>w$}");
         }
-        println!();
+        outln!();
     }
-    println!("\n{:>w$} {:>9} {:>9} {:>9} {:>9}", "class", "precision", "recall", "f1", "support");
+    outln!("\n{:>w$} {:>9} {:>9} {:>9} {:>9}", "class", "precision", "recall", "f1", "support");
     for c in &m.per_class {
-        println!("{:>w$} {:>9.4} {:>9.4} {:>9.4} {:>9}", c.label, c.precision, c.recall, c.f1, c.support);
+        outln!("{:>w$} {:>9.4} {:>9.4} {:>9.4} {:>9}", c.label, c.precision, c.recall, c.f1, c.support);
     }
     Ok(())
 }

@@ -41,7 +41,8 @@ pub struct ExportArgs {
     #[arg(long, value_name = "DIR|FILE.gguf|ID")]
     pub model: Option<String>,
     /// Write into a folder that already holds files, replacing only the files it writes
-    /// (everything else in it is left as it is).
+    /// (everything else in it is left as it is); with --format gguf, replace an existing file
+    /// (never an input's).
     #[arg(long)]
     pub force: bool,
 }
@@ -65,7 +66,8 @@ pub struct MergeArgs {
     #[arg(long, value_enum)]
     pub dtype: Option<crate::gguf::export::GgufDtype>,
     /// Write into a folder that already holds files, replacing only the files it writes
-    /// (everything else in it is left as it is).
+    /// (everything else in it is left as it is); with --format gguf, replace an existing file
+    /// (never an input's).
     #[arg(long)]
     pub force: bool,
 }
@@ -87,7 +89,7 @@ fn claim_out(out: &std::path::Path, inputs: &[(&str, &std::path::Path)], force: 
 /// Runs `lowrank export`.
 pub fn run_export(a: ExportArgs) -> anyhow::Result<ExitCode> {
     if a.format == Format::Gguf {
-        return crate::gguf::export::cli_export(a.run.as_deref(), a.adapter.as_deref(), a.model.as_deref(), &a.out);
+        return crate::gguf::export::cli_export(a.run.as_deref(), a.adapter.as_deref(), a.model.as_deref(), &a.out, a.force);
     }
     let Some(run) = a.run.as_ref().filter(|_| a.adapter.is_none()) else {
         anyhow::bail!("--adapter converts a PEFT adapter to --format gguf; for --format peft pass --run RUN_DIR");
@@ -115,7 +117,7 @@ pub fn run_export(a: ExportArgs) -> anyhow::Result<ExitCode> {
 pub fn run_merge(a: MergeArgs) -> anyhow::Result<ExitCode> {
     let base = crate::hub::resolve_model(&a.model)?;
     if a.format == Format::Gguf {
-        return crate::gguf::export::cli_merge(&base, &a.adapter, &a.out, a.dtype.unwrap_or_default());
+        return crate::gguf::export::cli_merge(&base, &a.adapter, &a.out, a.dtype.unwrap_or_default(), a.force);
     }
     anyhow::ensure!(a.dtype.is_none(), "--dtype applies to --format gguf; a --format peft merge keeps f32 weights");
     let files = read_adapter(&a.adapter)?;

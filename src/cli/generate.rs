@@ -47,13 +47,13 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 256)]
     pub max_new_tokens: usize,
     /// Sampling temperature; 0 is greedy decoding.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub temperature: f32,
     /// Sample among the K most likely tokens only (0: all).
     #[arg(long, default_value_t = 0, value_name = "K")]
     pub top_k: usize,
     /// Sample among the most likely tokens up to this cumulative probability.
-    #[arg(long, default_value_t = 1.0, value_name = "P")]
+    #[arg(long, default_value_t = 1.0, value_name = "P", allow_negative_numbers = true)]
     pub top_p: f32,
     /// Seed of the sampling.
     #[arg(long, default_value_t = 0)]
@@ -82,6 +82,13 @@ pub struct GenerateArgs {
 pub fn run(a: GenerateArgs) -> anyhow::Result<ExitCode> {
     let precision = a.precision.parse::<PrecisionChoice>()?.resolve()?;
     let base_dir = crate::hub::resolve_model(&a.model)?;
+    let config = crate::model::ModelConfig::load(&base_dir)?;
+    anyhow::ensure!(
+        config.decoder().is_some(),
+        "generate continues texts with a decoder language model (llama, qwen2, mistral, gpt2); {} is a {} encoder, which classifies: use lowrank predict",
+        base_dir.display(),
+        config.model_type()
+    );
     let (mut model, _) = Model::from_pretrained(&base_dir, &LoadOptions { head: Some(HeadKind::Lm), num_labels: None, seed: 0 })?;
     let tokenizer = Tokenizer::from_model_dir(&base_dir, 1 << 24)?;
     let d = decoder_of(&model)?;
@@ -108,13 +115,18 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<ExitCode> {
         (None, None) if a.chat => return interactive(&a, &mut set, &tokenizer, chat.as_ref(), &opts, &mut gen),
         (None, None) => anyhow::bail!("nothing to generate from: pass --prompt TEXT, --file PATH, or --chat for a conversation"),
     };
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::cli::stdout();
     for r in &requests {
         let name = r.adapter.as_deref().or(a.adapter_name.as_deref());
         if set.select(name)? {
             gen.reset();
         }
-        let ids = encode_prompt(&tokenizer, &r.prompt, chat.as_ref())?;
+        // Plain prompts stay plain text unless --chat makes each one a user turn.
+        let template = match r.prompt {
+            Prompt::Text(_) if !a.chat => None,
+            _ => chat.as_ref(),
+        };
+        let ids = encode_prompt(&tokenizer, &r.prompt, template)?;
         let g = if a.json {
             gen.generate(set.model(), &tokenizer, &ids, &opts, &mut |_| {})?
         } else {
@@ -191,7 +203,7 @@ fn interactive(
     let chat = chat.expect("--chat has a template");
     let tty = std::io::stdin().is_terminal();
     let mut history: Vec<Message> = Vec::new();
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::cli::stdout();
     if tty {
         crate::cli::log("(one message per line; an empty line or end of input ends the chat)");
     }

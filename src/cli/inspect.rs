@@ -64,10 +64,10 @@ pub fn run(a: InspectArgs) -> anyhow::Result<ExitCode> {
             "lora_modules": injected,
             "trainable_tensors": tensors,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        print!("{}", model.module_tree());
-        println!(
+        out!("{}", model.module_tree());
+        outln!(
             "\ntrainable params: {} || all params: {} || trainable%: {:.4}",
             group(trainable),
             group(total),

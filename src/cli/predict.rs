@@ -3,7 +3,7 @@
 
 use crate::adapter::read_adapter;
 use crate::infer::{classify, read_texts, AdapterSwitch, Prediction};
-use crate::model::{LoadOptions, Model};
+use crate::model::{HeadKind, LoadOptions, Model};
 use crate::tokenize::Tokenizer;
 use clap::Args;
 use indicatif::ProgressBar;
@@ -26,7 +26,8 @@ pub struct PredictArgs {
     /// A text to classify (repeatable).
     #[arg(long, value_name = "TEXT", required_unless_present = "file")]
     pub text: Vec<String>,
-    /// A file of texts: .txt (one per line), .csv/.tsv (see --text-column) or .jsonl.
+    /// A file of texts: .txt (one per line), .csv/.tsv (see --text-column), .jsonl, or .json (an
+    /// array of strings or of objects).
     #[arg(long, value_name = "PATH", conflicts_with = "text")]
     pub file: Option<PathBuf>,
     /// Column / field holding the text.
@@ -63,7 +64,23 @@ pub fn run(a: PredictArgs) -> anyhow::Result<ExitCode> {
         })
         .collect();
     let first = adapters.first().map(|(_, d)| read_adapter(d)).transpose()?;
+    for (_, dir) in &adapters {
+        if read_adapter(dir)?.head() == Some(HeadKind::Lm) {
+            return Err(crate::error::Error::InvalidOption(format!(
+                "{} is a causal-LM adapter (task_type CAUSAL_LM: it trains a language model, not a classifier), and predict classifies texts: generate with it (lowrank generate --model {} --adapter {0} --prompt TEXT), or score the run it came from on a file (lowrank eval --run RUN_DIR --data FILE)",
+                dir.display(),
+                a.model
+            ))
+            .into());
+        }
+    }
     let head = a.head.or(first.as_ref().and_then(|f| f.head()));
+    if head == Some(HeadKind::Lm) {
+        return Err(crate::error::Error::InvalidOption(
+            "--head lm is a language-model head, and predict classifies texts: use lowrank generate to continue texts with it".into(),
+        )
+        .into());
+    }
     let num_labels = first.as_ref().and_then(|f| f.labels.as_ref()).map(|l| l.len());
     let config = crate::model::ModelConfig::load(&base_dir)?;
     crate::guard::memory::check_config(&config, "the base model")?;
@@ -105,7 +122,7 @@ pub fn run(a: PredictArgs) -> anyhow::Result<ExitCode> {
         adapters.into_iter().map(|(n, d)| (n.or_else(|| Some(d.display().to_string())), Some(d))).collect()
     };
     let multi = runs.len() > 1;
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::cli::stdout();
     for (name, dir) in runs {
         let names = match &dir {
             Some(dir) => switch.apply(dir)?,

@@ -68,6 +68,7 @@ fn run_locked(a: &SweepArgs) -> anyhow::Result<ExitCode> {
     } else {
         Some(Lock::folder(&a.out, "sweep folder")?)
     };
+    let existed = launch::record_path(&a.out).exists();
     let rec = open_record(&a.out, a.storage.as_deref(), || {
         let Some(space_arg) = &a.space else {
             return Err(crate::error::Error::InvalidOption(
@@ -80,6 +81,11 @@ fn run_locked(a: &SweepArgs) -> anyhow::Result<ExitCode> {
         let study = a.study.clone().unwrap_or_else(|| a.out.file_name().map_or("sweep".into(), |n| n.to_string_lossy().into_owned()));
         Ok((space, base, study))
     })?;
+    if existed {
+        if let Some(space_arg) = &a.space {
+            check_same_sweep(a, space_arg, &rec)?;
+        }
+    }
     let launch = Launch {
         dir: a.out.clone(),
         storage: a.storage.clone(),
@@ -128,9 +134,33 @@ pub struct ReportArgs {
 /// Runs `lowrank sweep-report`.
 pub fn report(a: ReportArgs) -> anyhow::Result<ExitCode> {
     let (text, pngs) = write_report(&a.sweep_dir, a.storage.as_deref(), a.seed_grid.as_deref(), a.top)?;
-    print!("{text}");
+    out!("{text}");
     for f in pngs {
         eprintln!("wrote {}", f.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A sweep folder continues only the sweep it was started with: `--space` (checked as for a new
+/// sweep) and the base options given again must be the recorded ones (without `--space`, the
+/// recorded sweep continues as it is).
+fn check_same_sweep(a: &SweepArgs, space_arg: &str, rec: &launch::SweepRecord) -> anyhow::Result<()> {
+    let space = Space::from_arg(space_arg)?;
+    space.trials()?;
+    let refuse = |what: String| {
+        anyhow::anyhow!(
+            "{} holds a sweep started with another {what}; a sweep folder continues only its own sweep (rerun without --space to continue it as recorded): choose another --out for the new sweep",
+            a.out.display()
+        )
+    };
+    if space.to_json_string() != rec.space {
+        return Err(refuse(format!("search space (recorded: {})", rec.space)));
+    }
+    let base = train_config(a.model.resolve()?, a.model.head, &a.data, &a.plan, &a.lp)?;
+    let recorded: serde_json::Value = serde_json::from_str(&serde_json::to_string(&rec.base)?)?;
+    let diffs = base.differences_from(&recorded);
+    if !diffs.is_empty() {
+        return Err(refuse(format!("base configuration ({})", crate::run::config::describe_differences(&diffs))));
+    }
+    Ok(())
 }

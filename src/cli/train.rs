@@ -125,7 +125,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
     });
     match result? {
         Outcome::Finished(s) => {
-            println!("{}", serde_json::to_string_pretty(&*s)?);
+            outln!("{}", serde_json::to_string_pretty(&*s)?);
             let result = match s.val_perplexity {
                 Some(p) => format!(
                     "val loss {:.4} / perplexity {p:.3}{} (best epoch {}), {} trainable parameters, {:.0} tokens/s",

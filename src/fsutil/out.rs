@@ -85,6 +85,49 @@ pub fn check_out(out: &Path, inputs: &[(&str, &Path)], force: bool, writes: &str
     Ok(())
 }
 
+/// Checks `out`, a single file a command writes (a GGUF adapter or model), before any work
+/// starts: it may not be a folder, nor an input file, nor an existing file inside an input folder
+/// (a run's config.json, a base model's weights), whatever `force` says; an existing file
+/// elsewhere is replaced only with `force`. `inputs` as for [`check_out`].
+pub fn check_out_file(out: &Path, inputs: &[(&str, &Path)], force: bool) -> Result<()> {
+    let target = resolve(out);
+    if target.is_dir() {
+        let example = out.join("adapter.gguf");
+        return Err(conflict(
+            out,
+            format!("it is a folder, but this command writes one file: pass a file name such as {}", example.display()),
+        ));
+    }
+    for (what, input) in inputs {
+        if !input.exists() {
+            continue;
+        }
+        let input = resolve(input);
+        if input == target {
+            return Err(conflict(out, format!("it is the {what}; writing there would replace it: choose a new file name")));
+        }
+        if input.starts_with(&target) {
+            return Err(conflict(out, format!("it contains the {what} {}: choose a file outside it", input.display())));
+        }
+        if target.exists() && target.starts_with(&input) {
+            return Err(conflict(
+                out,
+                format!(
+                    "it is a file of the {what} {}; writing there would replace it: choose a path outside that folder or a new file name",
+                    input.display()
+                ),
+            ));
+        }
+    }
+    if target.exists() && !force {
+        return Err(conflict(
+            out,
+            "the file already exists; lowrank never replaces what it did not write unless asked: choose a new file name, or pass --force to replace it".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn conflict(path: &Path, message: String) -> Error {
     Error::OutputConflict { path: path.to_path_buf(), message }
 }
@@ -104,6 +147,35 @@ mod tests {
         assert_eq!(resolve(&d.path().join("real/../real/new/x")), base.join("real/new/x"));
         #[cfg(unix)]
         assert_eq!(resolve(&d.path().join("link/new")), base.join("real/new"));
+    }
+
+    #[test]
+    fn a_single_output_file_never_replaces_an_input_and_needs_force_elsewhere() {
+        let d = tempfile::tempdir().unwrap();
+        let run = d.path().join("runs/a");
+        std::fs::create_dir_all(&run).unwrap();
+        std::fs::write(run.join("config.json"), b"{}").unwrap();
+        let base = d.path().join("base.gguf");
+        std::fs::write(&base, b"GGUF").unwrap();
+        let other = d.path().join("other.csv");
+        std::fs::write(&other, b"text,label").unwrap();
+        let inputs = [("run folder", run.as_path()), ("base model", base.as_path())];
+        for (out, why) in [
+            (run.join("config.json"), "file of the run folder"),
+            (base.clone(), "it is the base model"),
+            (d.path().join("runs"), "it is a folder"),
+            (run.clone(), "it is a folder"),
+        ] {
+            for force in [false, true] {
+                let e = check_out_file(&out, &inputs, force).unwrap_err().to_string();
+                assert!(e.contains(why), "{} (force {force}): {e}", out.display());
+            }
+        }
+        let e = check_out_file(&other, &inputs, false).unwrap_err().to_string();
+        assert!(e.contains("already exists") && e.contains("--force"), "{e}");
+        check_out_file(&other, &inputs, true).unwrap();
+        check_out_file(&run.join("adapter.gguf"), &inputs, false).unwrap();
+        check_out_file(&d.path().join("new/adapter.gguf"), &inputs, false).unwrap();
     }
 
     #[test]

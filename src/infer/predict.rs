@@ -191,6 +191,26 @@ pub fn read_texts(path: &Path, text_column: &str) -> Result<Vec<String>> {
             }
             out
         }
+        "json" => {
+            let fail = |line: Option<usize>, message: String| Error::TextFile { path: path.to_path_buf(), line, message };
+            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+                fail(
+                    Some(e.line()),
+                    format!("{e} (a .json file of texts is one array of strings or of objects with a {text_column:?} field)"),
+                )
+            })?;
+            let serde_json::Value::Array(items) = v else {
+                return Err(fail(None, format!("holds one JSON value that is not an array; give an array of strings or of objects with a {text_column:?} field (or one object a line in a .jsonl file)")));
+            };
+            let mut out = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                match item.as_str().or_else(|| item.get(text_column).and_then(|t| t.as_str())) {
+                    Some(t) => out.push(t.to_string()),
+                    None => return Err(fail(None, format!("item {} of the array is neither a string nor an object with a string field {text_column:?}; pass --text-column", i + 1))),
+                }
+            }
+            out
+        }
         _ => text.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect(),
     };
     if texts.is_empty() {
@@ -213,6 +233,12 @@ mod tests {
         std::fs::write(&p, "id,text\n1,\"hi, there\"\n").unwrap();
         assert_eq!(read_texts(&p, "text").unwrap(), vec!["hi, there"]);
         assert!(read_texts(&p, "body").unwrap_err().to_string().contains("--text-column"));
+        let p = d.path().join("a.json");
+        std::fs::write(&p, "[\n {\"text\": \"good\"},\n {\"text\": \"bad\", \"label\": 0},\n \"plain\"\n]\n").unwrap();
+        assert_eq!(read_texts(&p, "text").unwrap(), vec!["good", "bad", "plain"]);
+        assert!(read_texts(&p, "body").unwrap_err().to_string().contains("item 1"));
+        std::fs::write(&p, "{\"text\": \"one object\"}").unwrap();
+        assert!(read_texts(&p, "text").unwrap_err().to_string().contains("not an array"));
         let p = d.path().join("dup.csv");
         std::fs::write(&p, "text,text\na,b\n").unwrap();
         assert!(read_texts(&p, "text").unwrap_err().to_string().contains("several columns named \"text\""));

@@ -179,8 +179,9 @@ impl TrainConfig {
 
     /// Checks that the inputs a run folder's configuration names exist: the base model (and the
     /// initial adapter); the data too when `data` (it is needed only until the split is recorded).
-    /// A missing one is named, with the hint that a relative path is read from the current folder.
-    pub fn check_inputs(&self, run_dir: &Path, data: bool) -> Result<()> {
+    /// A missing one is named: for a `recorded` configuration (a run's config.json) with how to
+    /// repair the record, for a new one as a path given on the command line.
+    pub fn check_inputs(&self, run_dir: &Path, data: bool, recorded: bool) -> Result<()> {
         let mut inputs: Vec<(&str, &Path)> = vec![("base model", &self.model)];
         if let Some(a) = &self.init_adapter {
             inputs.push(("initial adapter", a));
@@ -198,6 +199,12 @@ impl TrainConfig {
             }
         }
         for (what, p) in inputs {
+            if !p.exists() && !recorded {
+                return Err(Error::InvalidOption(format!(
+                    "the {what} {} does not exist; check the path given on the command line",
+                    p.display()
+                )));
+            }
             if !p.exists() {
                 let hint = if p.is_relative() {
                     format!(
@@ -212,6 +219,18 @@ impl TrainConfig {
             }
         }
         Ok(())
+    }
+
+    /// The settings in which `recorded` (a run's or a sweep's recorded configuration, as JSON)
+    /// differs from this one, each as "name: recorded then, this now". Paths compare absolute; a
+    /// `max_length` that the recorded run clamped to the model's positions is not a difference.
+    pub fn differences_from(&self, recorded: &serde_json::Value) -> Vec<String> {
+        // Through the text form, as the record was made: f32 fields then read as the recorded ones.
+        let requested: serde_json::Value =
+            serde_json::to_string(&self.absolutized()).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+        let mut out = Vec::new();
+        diff_values("", recorded, &requested, &mut out);
+        out
     }
 
     /// Rejects settings that cannot work, naming the option.
@@ -243,5 +262,46 @@ impl TrainConfig {
         }
         self.plan.patterns.validate()?;
         self.plan.lora.validate()
+    }
+}
+
+/// The first three of [`TrainConfig::differences_from`]'s differences, for a message.
+pub fn describe_differences(diffs: &[String]) -> String {
+    let mut s = diffs.iter().take(3).cloned().collect::<Vec<_>>().join("; ");
+    if diffs.len() > 3 {
+        s += &format!("; and {} more", diffs.len() - 3);
+    }
+    s
+}
+
+/// Appends to `out` each leaf where `now` differs from `then` ("a.b: then then, now now");
+/// objects are compared field by field, anything else as a whole. A `max_length` that went down
+/// (clamped to the model's positions when the record was made) is not a difference.
+fn diff_values(path: &str, then: &serde_json::Value, now: &serde_json::Value, out: &mut Vec<String>) {
+    use serde_json::Value;
+    if let (Value::Object(a), Value::Object(b)) = (then, now) {
+        let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+        keys.dedup();
+        let mut seen = std::collections::BTreeSet::new();
+        for k in keys {
+            if !seen.insert(k) {
+                continue;
+            }
+            let sub = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+            diff_values(&sub, a.get(k).unwrap_or(&Value::Null), b.get(k).unwrap_or(&Value::Null), out);
+        }
+        return;
+    }
+    let clamped = path == "max_length" && then.as_u64().zip(now.as_u64()).is_some_and(|(t, n)| t < n);
+    if then != now && !clamped {
+        let short = |v: &Value| {
+            let t = v.to_string();
+            if t.chars().count() > 60 {
+                format!("{}…", t.chars().take(60).collect::<String>())
+            } else {
+                t
+            }
+        };
+        out.push(format!("{path}: {} then, {} now", short(then), short(now)));
     }
 }

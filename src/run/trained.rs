@@ -53,7 +53,7 @@ pub fn load_trained(run_dir: &Path) -> Result<Trained> {
             run_dir.display()
         )));
     }
-    config.check_inputs(run_dir, false)?;
+    config.check_inputs(run_dir, false, true)?;
     let model_config = crate::model::ModelConfig::load(&config.model)?;
     crate::guard::memory::check_config(&model_config, "the run's base model")?;
     let (max_length, _) = crate::guard::clamp_max_length(config.max_length, &model_config, "max_length");

@@ -102,11 +102,19 @@ fn collapse_warning(m: &Metrics) -> Option<String> {
     if predicted.len() != 1 || m.n == 0 {
         return None;
     }
-    let majority = m.confusion.iter().map(|row| row.iter().sum::<usize>()).max().unwrap_or(0);
+    let only = *predicted.iter().next()?;
+    let (majority, majority_n) =
+        m.confusion.iter().map(|row| row.iter().sum::<usize>()).enumerate().max_by_key(|&(i, n)| (n, std::cmp::Reverse(i)))?;
+    let name = |i: usize| m.per_class.get(i).map_or(format!("class {i}"), |c| format!("\"{}\"", c.label));
+    let majority_note = if only == majority {
+        "the majority class's rate".to_string()
+    } else {
+        format!("the majority class {} would score {:.2}%", name(majority), 100.0 * majority_n as f64 / m.n as f64)
+    };
     Some(format!(
-        "warning: every validation example is predicted as one class ({:.2}% = the majority rate {:.2}%); training may have diverged: lower --lr or the LoRA scale",
-        100.0 * m.accuracy,
-        100.0 * majority as f64 / m.n as f64
+        "warning: every validation example is predicted as {}: accuracy {:.2}% ({majority_note}); training may have diverged: lower --lr or the LoRA scale",
+        name(only),
+        100.0 * m.accuracy
     ))
 }
 
@@ -248,7 +256,16 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, resume: bool, stop: &AtomicBool,
             let batch = splits.train.batch(&batches[s.progress.batch_in_epoch], pad_to, pad_id);
             let pass = Pass::Train { seed: cfg.seed, step: s.progress.step };
             let lr = cfg.optimizer.lr * cfg.schedule.factor(s.progress.step, total_steps);
-            let report = s.stepper.step(&mut s.model, &batch, pass, &mut s.opt, lr, cfg.clip_grad_norm)?;
+            let report = s.stepper.step(&mut s.model, &batch, pass, &mut s.opt, lr, cfg.clip_grad_norm).map_err(|e| {
+                match e {
+                    // Before the first checkpoint the folder holds only the start: say how to begin again.
+                    Error::NonFiniteLoss { .. } if !s.dir.checkpoint().exists() => Error::Other(format!(
+                        "{e}. Nothing was saved yet ({} has no checkpoint): remove that folder and start again with the lower setting",
+                        s.dir.0.display()
+                    )),
+                    e => e,
+                }
+            })?;
             let p = &mut s.progress;
             p.step += 1;
             p.batch_in_epoch += 1;
@@ -355,5 +372,8 @@ mod tests {
         };
         assert!(collapse_warning(&m(vec![vec![6, 0], vec![4, 0]])).unwrap().contains("60.00%"));
         assert!(collapse_warning(&m(vec![vec![5, 1], vec![2, 2]])).is_none());
+        // Collapsed onto the minority class: the warning says so, with the majority class's rate.
+        let w = collapse_warning(&m(vec![vec![0, 4], vec![0, 2]])).unwrap();
+        assert!(w.contains("predicted as class 1: accuracy 60.00%") && w.contains("class 0 would score 40.00%"), "{w}");
     }
 }

@@ -55,6 +55,22 @@ impl Startup {
                 dir.display()
             )));
         }
+        if dir.exists() && !dir.is_dir() {
+            return Err(Error::OutputConflict {
+                path: dir.to_path_buf(),
+                message: "it is a file, and a run is a folder: choose a new folder path for --out".into(),
+            });
+        }
+        if !resume {
+            // A folder of someone else's files (a model folder, a data folder) is refused before
+            // anything is written into it, even the lock: a lowrank folder has its config.json,
+            // a start record or a lock.
+            let found = entries(dir);
+            let ours = ["config.json", START_RECORD, crate::fsutil::lock::FOLDER_LOCK];
+            if !found.is_empty() && !found.iter().any(|n| ours.iter().any(|o| n == o)) {
+                return Err(foreign_files(dir, &found));
+            }
+        }
         let created_dir = !dir.exists();
         std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
         let lock = match Lock::folder(dir, "run folder") {
@@ -151,12 +167,38 @@ fn state(dir: &RunDir) -> String {
     }
 }
 
+/// The refusal of a folder that holds files and no run.
+fn foreign_files(dir: &Path, found: &BTreeSet<OsString>) -> Error {
+    let mut names: Vec<String> = found.iter().map(|n| n.to_string_lossy().into_owned()).collect();
+    names.sort();
+    let shown = if names.len() > 6 { format!("{}, … ({} entries)", names[..6].join(", "), names.len()) } else { names.join(", ") };
+    Error::OutputConflict {
+        path: dir.to_path_buf(),
+        message: format!(
+            "the folder already holds files ({shown}) and no run; lowrank writes its run files there (config.json, train.csv, ...) and never overwrites what it did not write: choose a new or empty folder"
+        ),
+    }
+}
+
 /// The run's configuration: read back (resume) or checked (new run, with absolute paths);
 /// refuses a folder that holds another run or files lowrank did not write.
 pub(crate) fn configure(cfg: &TrainConfig, dir: &RunDir, resume: bool, startup: &Startup) -> Result<TrainConfig> {
     if resume {
-        let cfg: TrainConfig = crate::fsutil::read_json(&dir.config(), "run config.json")?;
-        cfg.check_inputs(&dir.0, !dir.labels().exists())?;
+        let cfg: TrainConfig = crate::fsutil::read_json(&dir.config(), "run config.json").map_err(|e| {
+            let model_config = std::fs::read_to_string(dir.config())
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .is_some_and(|v| v.get("model_type").is_some());
+            if model_config {
+                Error::InvalidOption(format!(
+                    "{} is a model folder (its config.json is a Hugging Face model config), not a run folder: --resume takes the --out folder of an earlier lowrank train",
+                    dir.0.display()
+                ))
+            } else {
+                e
+            }
+        })?;
+        cfg.check_inputs(&dir.0, !dir.labels().exists(), true)?;
         return Ok(cfg);
     }
     if dir.config().exists() && crate::fsutil::read_json::<TrainConfig>(&dir.config(), "run config.json").is_err() {
@@ -173,19 +215,11 @@ pub(crate) fn configure(cfg: &TrainConfig, dir: &RunDir, resume: bool, startup: 
         )));
     }
     if !startup.found().is_empty() {
-        let mut names: Vec<String> = startup.found().iter().map(|n| n.to_string_lossy().into_owned()).collect();
-        names.sort();
-        return Err(Error::OutputConflict {
-            path: dir.0.clone(),
-            message: format!(
-                "the folder already holds files ({}) and no run; lowrank writes its run files there (config.json, train.csv, ...) and never overwrites what it did not write: choose a new or empty folder",
-                names.join(", ")
-            ),
-        });
+        return Err(foreign_files(&dir.0, startup.found()));
     }
     cfg.validate()?;
     let cfg = cfg.absolutized();
-    cfg.check_inputs(&dir.0, true)?;
+    cfg.check_inputs(&dir.0, true, false)?;
     Ok(cfg)
 }
 
@@ -218,6 +252,15 @@ fn sequences(t: &TaskData) -> Vec<&[u32]> {
 
 /// Loads and checks everything a run needs.
 pub(crate) fn prepare(mut cfg: TrainConfig, run_dir: &Path, log: &dyn Fn(&str)) -> Result<Prepared> {
+    if let crate::data::DataSource::Files { train, val, test } = &cfg.data {
+        let same = |a: &Path, b: &Path| crate::fsutil::out::resolve(a) == crate::fsutil::out::resolve(b);
+        if same(train, val) {
+            log(&format!("warning: the validation file is the training file ({}): validation accuracy will not show overfitting, and the best checkpoint is chosen on training data", val.display()));
+        }
+        if test.as_deref().is_some_and(|t| same(t, train)) {
+            log("warning: the test file is the training file: its accuracy is not a test of generalisation");
+        }
+    }
     let config = ModelConfig::load(&cfg.model)?;
     memory::check_config(&config, "the base model")?;
     let (max_length, note) = guard::clamp_max_length(cfg.max_length, &config, "--max-length");
@@ -291,11 +334,21 @@ mod tests {
     #[test]
     fn a_failed_start_removes_what_it_created_and_its_record() {
         let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join("mine.txt"), "x").unwrap();
         let s = Startup::begin(d.path(), false, &|_| {}).unwrap();
         std::fs::write(d.path().join("labels.json"), "[]").unwrap();
         drop(s);
-        assert_eq!(names(d.path()), ["mine.txt"]);
+        assert!(names(d.path()).is_empty());
+    }
+
+    #[test]
+    fn a_folder_of_foreign_files_or_a_file_is_refused_before_anything_is_written() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("mine.txt"), "x").unwrap();
+        let e = Startup::begin(d.path(), false, &|_| {}).err().unwrap().to_string();
+        assert!(e.contains("already holds files (mine.txt) and no run"), "{e}");
+        assert_eq!(names(d.path()), ["mine.txt"], "not even a lock file was made");
+        let e = Startup::begin(&d.path().join("mine.txt"), false, &|_| {}).err().unwrap().to_string();
+        assert!(e.contains("it is a file"), "{e}");
     }
 
     #[test]

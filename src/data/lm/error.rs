@@ -17,6 +17,13 @@ pub enum LmDataError {
     #[error(transparent)]
     Tokenizer(Box<crate::error::Error>),
 
+    /// A CSV / TSV file where causal-LM data (JSON Lines) is needed.
+    #[error("{path}: a CSV / TSV file, but causal-LM data (and a causal-LM run's evaluation) is JSON Lines: one {{\"messages\": [...]}}, {{\"prompt\": ..., \"completion\": ...}} or {{\"text\": ...}} object a line; labelled CSV files are for classification runs")]
+    CsvNotJsonLines {
+        /// The file.
+        path: PathBuf,
+    },
+
     /// A `.json` file holding one JSON array instead of one object per line.
     #[error("{path}: causal-LM data must be JSON Lines (one object per line), but this file is a JSON array; convert it with `jq -c '.[]' FILE > FILE.jsonl`")]
     NotJsonLines {

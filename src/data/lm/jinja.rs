@@ -12,9 +12,16 @@ use minijinja::{AutoEscape, Environment, Error, ErrorKind, Value};
 use std::fmt::Write as _;
 use std::sync::LazyLock;
 
+/// The most instructions one rendering may run: real chat templates take a few hundred per
+/// message, so this is a conversation of thousands of turns; a template that loops without end
+/// (or nests loops to billions of steps) stops with minijinja's out-of-fuel error instead of
+/// running until the machine's memory is gone.
+pub(crate) const FUEL: u64 = 50_000_000;
+
 /// A minijinja environment set up as transformers' chat-template environment.
 pub(crate) fn environment() -> Result<Environment<'static>, Error> {
     let mut env = Environment::new();
+    env.set_fuel(Some(FUEL));
     env.set_syntax(SyntaxConfig::builder().trim_blocks(true).lstrip_blocks(true).build()?);
     env.set_auto_escape_callback(|_| AutoEscape::None);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);

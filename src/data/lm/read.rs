@@ -85,6 +85,10 @@ impl Serialize for Message {
 /// object of the shape of the first (see the module's doc for how the shape is chosen). Errors name
 /// the file and the 1-based line.
 pub fn read_jsonl(path: &Path) -> Result<LmFile, LmDataError> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    if matches!(ext.as_str(), "csv" | "tsv") {
+        return Err(LmDataError::CsvNotJsonLines { path: path.to_path_buf() });
+    }
     let text = read_text(path)?;
     if text.trim_start().starts_with('[') {
         return Err(LmDataError::NotJsonLines { path: path.to_path_buf() });

@@ -142,6 +142,9 @@ fn every_bad_line_is_an_error_naming_the_line() {
     }
     let array = write(&dir, "data.json", "[{\"text\": \"a\"}]");
     assert!(matches!(read_jsonl(&array), Err(LmDataError::NotJsonLines { .. })));
+    let csv = write(&dir, "labelled.csv", "text,label\ngood,1\n");
+    let e = read_jsonl(&csv).unwrap_err();
+    assert!(matches!(e, LmDataError::CsvNotJsonLines { .. }) && e.to_string().contains("JSON Lines"), "{e}");
     let empty = write(&dir, "empty.jsonl", "\n\n");
     assert!(read_jsonl(&empty).unwrap_err().to_string().contains("contains no examples"));
 }
@@ -312,6 +315,15 @@ fn template_problems_are_clear_errors() {
     let e = e.to_string();
     assert!(e.starts_with(&format!("{}:2: the chat template from {}", data.display(), alternate.display())), "{e}");
     assert!(e.contains("Conversation roles must alternate user/assistant") && e.contains("chat_template:3"), "{e}");
+
+    // A template that would loop for 10^10 steps stops with minijinja's fuel error, not a hang.
+    let endless = write(
+        &dir,
+        "endless.jinja",
+        "{% for i in range(10000) %}{% for j in range(10000) %}{% for k in range(100) %}{% endfor %}{% endfor %}{% endfor %}",
+    );
+    let e = load(&data, &tok, Some(&endless), &opts(64)).unwrap_err();
+    assert!(matches!(&e, LmDataError::TemplateRender { .. }) && e.to_string().contains("fuel"), "{e}");
 
     let missing = dir.path().join("nope.jinja");
     assert!(load(&data, &tok, Some(&missing), &opts(64)).unwrap_err().to_string().contains("cannot read the chat template"));

@@ -6,7 +6,7 @@ use super::{write_adapter, write_merged, AdapterSummary, ExportError, GgufDtype,
 use crate::gguf::GgufFile;
 use crate::model::{HeadKind, LoadOptions, Model};
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The LoRA adapter of the finished run in `run_dir` (its best checkpoint), written to `out` as
 /// a GGUF adapter.
@@ -77,29 +77,47 @@ pub fn merge_to_gguf(base: &Path, adapter_dir: &Path, out: &Path, dtype: GgufDty
 }
 
 /// Refuses an `--out` that is an existing folder: a GGUF export is one file.
-fn check_out_file(out: &Path) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        !out.is_dir(),
-        "--out {} is a folder, but --format gguf writes one file: pass a file name such as {}",
-        out.display(),
-        out.join("adapter.gguf").display()
-    );
-    Ok(())
+/// Checks the one file `out` against the inputs ([`crate::fsutil::out::check_out_file`]), makes
+/// its folder and locks it (a lock file beside it) for the command's lifetime.
+fn claim_out_file(out: &Path, inputs: &[(&str, &Path)], force: bool) -> anyhow::Result<crate::fsutil::lock::Lock> {
+    crate::fsutil::out::check_out_file(out, inputs, force)?;
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| crate::error::Error::io("create directory", parent, e))?;
+    }
+    Ok(crate::fsutil::lock::Lock::file(out, "output file")?)
 }
 
 /// `lowrank export --format gguf`: the adapter of the run `run`, or of the PEFT folder `adapter`
 /// on the base `model`, written to `out`; prints what it wrote.
-pub fn cli_export(run: Option<&Path>, adapter: Option<&Path>, model: Option<&str>, out: &Path) -> anyhow::Result<std::process::ExitCode> {
-    check_out_file(out)?;
+pub fn cli_export(
+    run: Option<&Path>,
+    adapter: Option<&Path>,
+    model: Option<&str>,
+    out: &Path,
+    force: bool,
+) -> anyhow::Result<std::process::ExitCode> {
     let s = match (adapter, run) {
         (Some(dir), _) => {
             let model = model.ok_or_else(|| anyhow::anyhow!("--adapter needs --model, the base the adapter was trained on"))?;
-            export_peft_adapter(&crate::hub::resolve_model(model)?, dir, out)?
+            let base = crate::hub::resolve_model(model)?;
+            let _lock = claim_out_file(out, &[("adapter", dir), ("base model", base.as_path())], force)?;
+            export_peft_adapter(&base, dir, out)?
         }
         (None, Some(_)) if model.is_some() => {
             anyhow::bail!("--model is the base of --adapter; a run (--run) knows its base, so drop --model")
         }
-        (None, Some(run)) => export_run_adapter(run, out)?,
+        (None, Some(run)) => {
+            let mut inputs: Vec<(&str, PathBuf)> = vec![("run folder", run.to_path_buf())];
+            if let Ok(c) = crate::fsutil::read_json::<crate::run::TrainConfig>(&run.join("config.json"), "run config.json") {
+                inputs.push(("base model", c.model.clone()));
+                if let Some(d) = c.init_adapter {
+                    inputs.push(("initial adapter", d));
+                }
+            }
+            let inputs: Vec<(&str, &Path)> = inputs.iter().map(|(w, p)| (*w, p.as_path())).collect();
+            let _lock = claim_out_file(out, &inputs, force)?;
+            export_run_adapter(run, out)?
+        }
         (None, None) => anyhow::bail!("pass --run RUN_DIR, or --adapter DIR with --model BASE"),
     };
     eprintln!(
@@ -120,8 +138,8 @@ pub fn cli_export(run: Option<&Path>, adapter: Option<&Path>, model: Option<&str
 
 /// `lowrank merge --format gguf`: the PEFT adapter `adapter` merged into the GGUF `base`, written
 /// to `out` as `dtype`; prints what it wrote.
-pub fn cli_merge(base: &Path, adapter: &Path, out: &Path, dtype: GgufDtype) -> anyhow::Result<std::process::ExitCode> {
-    check_out_file(out)?;
+pub fn cli_merge(base: &Path, adapter: &Path, out: &Path, dtype: GgufDtype, force: bool) -> anyhow::Result<std::process::ExitCode> {
+    let _lock = claim_out_file(out, &[("base model", base), ("adapter", adapter)], force)?;
     let s = merge_to_gguf(base, adapter, out, dtype)?;
     eprintln!(
         "wrote {} (merged GGUF, {} {}: {} tensors, {} metadata keys from {}; LoRA merged into {} modules)",

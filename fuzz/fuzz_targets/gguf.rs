@@ -1,0 +1,6 @@
+//! libFuzzer target: `lowrank::fuzzing::Target::Gguf` (see src/fuzzing.rs).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    lowrank::fuzzing::feed_in_scratch(lowrank::fuzzing::Target::Gguf, data);
+});
