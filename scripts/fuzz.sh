@@ -56,7 +56,7 @@ for t in "${targets[@]}"; do
     tail -n 40 "$log" >&2
     failed+=("$t")
   fi
-  rmdir "$crashes" 2>/dev/null || true
+  rmdir "$crashes" tests/fuzz/crashes 2>/dev/null || true
 done
 if [[ ${#failed[@]} -gt 0 ]]; then
   echo "fuzz.sh: ${#failed[@]} target(s) failed: ${failed[*]}" >&2

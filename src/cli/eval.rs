@@ -66,13 +66,11 @@ pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(!a.generate || a.max_new_tokens >= 1, "--max-new-tokens must be at least 1 (an answer of no tokens scores nothing)");
     let Some(run_dir) = &a.run else {
         let base = crate::hub::resolve_model(a.model.as_deref().expect("clap requires --model without --run"))?;
-        let config = crate::model::ModelConfig::load(&base)?;
-        anyhow::ensure!(
-            config.decoder().is_some(),
-            "eval --model scores a decoder language model (llama, qwen2, mistral, gpt2) on a JSON Lines file; {} is a {} encoder: evaluate a classifier through its run (lowrank eval --run RUN_DIR --data FILE)",
-            base.display(),
-            config.model_type()
-        );
+        super::require_decoder(
+            &base,
+            "eval --model scores a decoder language model on a JSON Lines file",
+            "evaluate a classifier through its run (lowrank eval --run RUN_DIR --data FILE)",
+        )?;
         let (model, _) = Model::from_pretrained(&base, &LoadOptions { head: Some(HeadKind::Lm), ..Default::default() })?;
         let max_length = a.max_length.unwrap_or(2048);
         let tokenizer = Tokenizer::from_model_dir(&base, max_length)?;

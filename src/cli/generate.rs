@@ -82,13 +82,11 @@ pub struct GenerateArgs {
 pub fn run(a: GenerateArgs) -> anyhow::Result<ExitCode> {
     let precision = a.precision.parse::<PrecisionChoice>()?.resolve()?;
     let base_dir = crate::hub::resolve_model(&a.model)?;
-    let config = crate::model::ModelConfig::load(&base_dir)?;
-    anyhow::ensure!(
-        config.decoder().is_some(),
-        "generate continues texts with a decoder language model (llama, qwen2, mistral, gpt2); {} is a {} encoder, which classifies: use lowrank predict",
-        base_dir.display(),
-        config.model_type()
-    );
+    super::require_decoder(
+        &base_dir,
+        "generate continues texts with a decoder language model",
+        "an encoder classifies: use lowrank predict",
+    )?;
     let (mut model, _) = Model::from_pretrained(&base_dir, &LoadOptions { head: Some(HeadKind::Lm), num_labels: None, seed: 0 })?;
     let tokenizer = Tokenizer::from_model_dir(&base_dir, 1 << 24)?;
     let d = decoder_of(&model)?;

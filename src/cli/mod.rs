@@ -159,6 +159,19 @@ fn check_threads(n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Refuses an encoder where a command needs a decoder language model: "`what` (llama, qwen2,
+/// mistral, gpt2); BASE is a bert encoder: `instead`".
+fn require_decoder(base: &std::path::Path, what: &str, instead: &str) -> anyhow::Result<()> {
+    let config = crate::model::ModelConfig::load(base)?;
+    anyhow::ensure!(
+        config.decoder().is_some(),
+        "{what} (llama, qwen2, mistral, gpt2); {} is a {} encoder: {instead}",
+        base.display(),
+        config.model_type()
+    );
+    Ok(())
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Some(n) = cli.threads.filter(|&n| n != 0) {

@@ -63,6 +63,14 @@ pub fn run(a: PredictArgs) -> anyhow::Result<ExitCode> {
             _ => (None, PathBuf::from(s)),
         })
         .collect();
+    for (i, (name, _)) in adapters.iter().enumerate() {
+        if let Some(n) = name {
+            anyhow::ensure!(
+                !adapters[..i].iter().any(|(m, _)| m.as_deref() == Some(n.as_str())),
+                "--adapter name {n} is given twice; give each adapter its own NAME (NAME=DIR)"
+            );
+        }
+    }
     let first = adapters.first().map(|(_, d)| read_adapter(d)).transpose()?;
     for (_, dir) in &adapters {
         if read_adapter(dir)?.head() == Some(HeadKind::Lm) {
@@ -156,8 +164,10 @@ fn print_predictions(
             }
             writeln!(out, "{v}")?;
         } else {
+            // One line a text: its own line breaks and tabs written as \n, \r and \t.
             let prefix = adapter.map(|a| format!("{a}\t")).unwrap_or_default();
-            writeln!(out, "{prefix}{}\t{:.4}\t{}", p.label, p.probability, t)?;
+            let flat = t.replace('\\', "\\\\").replace('\n', "\\n").replace('\r', "\\r").replace('\t', "\\t");
+            writeln!(out, "{prefix}{}\t{:.4}\t{flat}", p.label, p.probability)?;
         }
     }
     Ok(())

@@ -58,7 +58,22 @@ pub fn config(a: &TrainArgs) -> anyhow::Result<TrainConfig> {
     cfg.validate()?;
     if let Some(dir) = &a.adapter {
         let files = crate::adapter::read_adapter(dir)?;
-        for (name, value) in &files.overrides() {
+        let overrides = files.overrides();
+        let clash: Vec<String> = a
+            .plan
+            .0
+             .0
+            .iter()
+            .filter(|(n, _)| overrides.iter().any(|(o, _)| o == n))
+            .map(|(n, _)| format!("--{}", n.replace('_', "-")))
+            .collect();
+        anyhow::ensure!(
+            clash.is_empty(),
+            "{} would be replaced by the adapter's own setting (its adapter_config.json decides where LoRA sits and its r, alpha and scaling): drop {}, or train a new adapter without --adapter",
+            clash.join(", "),
+            if clash.len() == 1 { "it" } else { "them" }
+        );
+        for (name, value) in &overrides {
             crate::options::apply(&mut cfg, name, value)?;
         }
         cfg.validate()?;

@@ -39,6 +39,14 @@ pub(crate) fn load_json(path: &Path, opts: &ReadOptions) -> Result<Dataset, Data
             })?;
             raws.push(record(value, path, line, opts)?);
         }
+        let json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        if json && raws.len() == 1 {
+            return Err(DataError::Json {
+                path: path.to_path_buf(),
+                line: 1,
+                message: "the file holds one JSON object, not an array of examples: write [ {...}, {...} ], or one object a line in a .jsonl file".into(),
+            });
+        }
     }
     build(path, raws, opts)
 }

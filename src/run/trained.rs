@@ -48,10 +48,14 @@ pub fn load_trained(run_dir: &Path) -> Result<Trained> {
         Task::CausalLm => None,
     };
     if !dir.best().exists() {
-        return Err(Error::InvalidOption(format!(
-            "{} has no best.safetensors yet: the run has not finished an evaluation",
-            run_dir.display()
-        )));
+        return Err(Error::InvalidOption(if dir.summary().exists() {
+            format!(
+                "{} finished (it has summary.json) but its best.safetensors is missing: restore the file, or train the run again in a new folder",
+                run_dir.display()
+            )
+        } else {
+            format!("{} has no best.safetensors yet: the run has not finished an evaluation", run_dir.display())
+        }));
     }
     config.check_inputs(run_dir, false, true)?;
     let model_config = crate::model::ModelConfig::load(&config.model)?;
