@@ -15,8 +15,8 @@ else
   echo "test.sh: could not start PostgreSQL; the multi-machine sweep test will be skipped (outside CI) or fail (CI)" >&2
 fi
 cargo test --release "$@"
-secs="${FUZZ_SECONDS:-20}"
-[[ "$secs" == 0 && -n "${CI:-}" ]] && secs=20 # under CI the fuzzers always run
+secs="${FUZZ_SECONDS:-10}"
+[[ "$secs" == 0 && -n "${CI:-}" ]] && secs=10 # under CI the fuzzers always run
 if [[ $# -eq 0 && "$secs" != 0 ]]; then
   FUZZ_SECONDS="$secs" scripts/fuzz.sh
 fi
