@@ -132,10 +132,7 @@ impl std::error::Error for StdoutClosed {}
 
 /// Whether `e` comes from writing to a closed standard output.
 pub fn is_stdout_closed(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).is_some_and(|inner| inner.is::<StdoutClosed>())
-            || c.is::<StdoutClosed>()
-    })
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).is_some_and(|inner| inner.is::<StdoutClosed>()))
 }
 
 /// Prints a line to stderr (progress and warnings; stdout is kept for results).

@@ -71,9 +71,10 @@ pub fn run(a: PredictArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let first = adapters.first().map(|(_, d)| read_adapter(d)).transpose()?;
-    for (_, dir) in &adapters {
-        if read_adapter(dir)?.head() == Some(HeadKind::Lm) {
+    let files = adapters.iter().map(|(_, d)| read_adapter(d)).collect::<Result<Vec<_>, _>>()?;
+    let first = files.first();
+    for ((_, dir), f) in adapters.iter().zip(&files) {
+        if f.head() == Some(HeadKind::Lm) {
             return Err(crate::error::Error::InvalidOption(format!(
                 "{} is a causal-LM adapter (task_type CAUSAL_LM: it trains a language model, not a classifier), and predict classifies texts: generate with it (lowrank generate --model {} --adapter {0} --prompt TEXT), or score the run it came from on a file (lowrank eval --run RUN_DIR --data FILE)",
                 dir.display(),
@@ -82,14 +83,14 @@ pub fn run(a: PredictArgs) -> anyhow::Result<ExitCode> {
             .into());
         }
     }
-    let head = a.head.or(first.as_ref().and_then(|f| f.head()));
+    let head = a.head.or(first.and_then(|f| f.head()));
     if head == Some(HeadKind::Lm) {
         return Err(crate::error::Error::InvalidOption(
             "--head lm is a language-model head, and predict classifies texts: use lowrank generate to continue texts with it".into(),
         )
         .into());
     }
-    let num_labels = first.as_ref().and_then(|f| f.labels.as_ref()).map(|l| l.len());
+    let num_labels = first.and_then(|f| f.labels.as_ref()).map(|l| l.len());
     let config = crate::model::ModelConfig::load(&base_dir)?;
     crate::guard::memory::check_config(&config, "the base model")?;
     let max_length = match a.max_length {

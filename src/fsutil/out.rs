@@ -44,11 +44,7 @@ pub fn resolve(path: &Path) -> PathBuf {
 /// `force`; `writes` names the files the command writes (for the message).
 pub fn check_out(out: &Path, inputs: &[(&str, &Path)], force: bool, writes: &str) -> Result<()> {
     let target = resolve(out);
-    for (what, input) in inputs {
-        if !input.exists() {
-            continue;
-        }
-        let input = resolve(input);
+    for (what, input) in existing_inputs(inputs) {
         if input == target {
             return Err(conflict(out, format!("it is the {what}; writing there would replace its files: choose a new folder")));
         }
@@ -98,11 +94,7 @@ pub fn check_out_file(out: &Path, inputs: &[(&str, &Path)], force: bool) -> Resu
             format!("it is a folder, but this command writes one file: pass a file name such as {}", example.display()),
         ));
     }
-    for (what, input) in inputs {
-        if !input.exists() {
-            continue;
-        }
-        let input = resolve(input);
+    for (what, input) in existing_inputs(inputs) {
         if input == target {
             return Err(conflict(out, format!("it is the {what}; writing there would replace it: choose a new file name")));
         }
@@ -126,6 +118,11 @@ pub fn check_out_file(out: &Path, inputs: &[(&str, &Path)], force: bool) -> Resu
         ));
     }
     Ok(())
+}
+
+/// The inputs that exist, with their paths [`resolve`]d (a missing input cannot be overwritten).
+fn existing_inputs<'a>(inputs: &'a [(&'a str, &'a Path)]) -> impl Iterator<Item = (&'a str, PathBuf)> + 'a {
+    inputs.iter().filter(|(_, p)| p.exists()).map(|(what, p)| (*what, resolve(p)))
 }
 
 fn conflict(path: &Path, message: String) -> Error {

@@ -280,13 +280,8 @@ pub fn describe_differences(diffs: &[String]) -> String {
 fn diff_values(path: &str, then: &serde_json::Value, now: &serde_json::Value, out: &mut Vec<String>) {
     use serde_json::Value;
     if let (Value::Object(a), Value::Object(b)) = (then, now) {
-        let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
-        keys.dedup();
-        let mut seen = std::collections::BTreeSet::new();
+        let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
         for k in keys {
-            if !seen.insert(k) {
-                continue;
-            }
             let sub = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
             diff_values(&sub, a.get(k).unwrap_or(&Value::Null), b.get(k).unwrap_or(&Value::Null), out);
         }
