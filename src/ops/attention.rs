@@ -9,8 +9,8 @@
 //! sequence's queries and keys are: for self-attention both are the sequence's rows; for an
 //! encoder's last layer (where only [CLS] matters) a sequence has one query row. Only the first
 //! `k_valid` key rows are attended to (the rest are padding: no attention, no gradient); a causal
-//! query at position p attends to keys 0..=p. Probabilities are cached for backward in one buffer
-//! of Σ H·q_len·k_valid floats (masked entries are 0).
+//! query at position p attends to keys 0..=p. Probabilities live in one buffer of Σ H·q_len·k_valid
+//! floats (masked entries are 0), kept for backward or recomputed there ([`SavedProbs`]).
 
 use super::bf16;
 use super::dropout::Dropout;
@@ -215,8 +215,18 @@ pub fn attention_forward(
     });
 }
 
+/// Where [`attention_backward`] finds the forward's softmax probabilities ([`probs_len`] floats).
+pub enum SavedProbs<'a> {
+    /// Kept by the forward pass.
+    Kept(&'a [f32]),
+    /// Recomputed from q and k into this buffer: bit for bit the forward's (the same
+    /// single-threaded product and softmax on the same inputs), so a model holds one layer's
+    /// probabilities at a time instead of every layer's, for one more Q·Kᵀ per head.
+    Recompute(&'a mut [f32]),
+}
+
 /// Backward. Sets `dq` ([Nq, H·D]), `dk`, `dv` ([N, Hkv·D]; padding rows become 0); `scratch`
-/// has the size of `probs`.
+/// has the size of the probabilities.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
     dq: &mut [f32],
@@ -227,7 +237,7 @@ pub fn attention_backward(
     q: &[f32],
     k: &[f32],
     v: &[f32],
-    probs: &[f32],
+    probs: SavedProbs<'_>,
     spans: &[AttnSpan],
     heads: Heads,
     dropout: Dropout,
@@ -237,10 +247,16 @@ pub fn attention_backward(
     let (cq, ckv) = (heads.q * d, heads.kv * d);
     let scale = 1.0 / (d as f32).sqrt();
     let (dq_p, dk_p, dv_p, scratch_p) = (Shared::new(dq), Shared::new(dk), Shared::new(dv), Shared::new(scratch));
+    let (kept, recompute_p) = match probs {
+        SavedProbs::Kept(p) => (Some(p), None),
+        SavedProbs::Recompute(buf) => (None, Some(Shared::new(buf))),
+    };
     tasks(spans, heads).into_par_iter().for_each(|(s, g, off0)| {
-        // SAFETY: as in the forward pass, each task owns its group's scratch blocks, its query
-        // heads' columns of the sequence's query rows and its key/value head's columns.
+        // SAFETY: as in the forward pass, each task owns its group's scratch (and recomputed
+        // probability) blocks, its query heads' columns of the sequence's query rows and its
+        // key/value head's columns.
         let (dq, dk, dv, scratch) = unsafe { (dq_p.slice(), dk_p.slice(), dv_p.slice(), scratch_p.slice()) };
+        let mut recomputed = recompute_p.as_ref().map(|r| unsafe { r.slice() });
         let (qb, kb, n) = (s.q_start * cq, s.k_start * ckv, s.q_len * s.k_valid);
         let kh = MatRef::cols_of(&k[kb..], s.k_valid, ckv, g * d, d);
         let vh = MatRef::cols_of(&v[kb..], s.k_valid, ckv, g * d, d);
@@ -248,9 +264,17 @@ pub fn attention_backward(
             let (h, off) = (g * group + j, off0 + j * n);
             // The group's first head writes dK, dV; the others add to them.
             let beta = if j == 0 { 0.0 } else { 1.0 };
-            let p = &probs[off..off + n];
-            let gr = &mut scratch[off..off + n];
             let qh = MatRef::cols_of(&q[qb..], s.q_len, cq, h * d, d);
+            let p: &[f32] = match recomputed.as_deref_mut() {
+                Some(buf) => {
+                    let buf = &mut buf[off..off + n];
+                    head_matmul(precision, MatMut::new(buf, s.q_len, s.k_valid), qh, kh.t(), scale, 0.0);
+                    softmax_rows(buf, s.k_valid, &s);
+                    buf
+                }
+                None => &kept.expect("probabilities kept when not recomputed")[off..off + n],
+            };
+            let gr = &mut scratch[off..off + n];
             let dctx_h = MatRef::cols_of(&dctx[qb..], s.q_len, cq, h * d, d);
             // dV = Pdᵀ · dctx
             gr.copy_from_slice(p);
@@ -325,7 +349,7 @@ mod tests {
             &q,
             &k,
             &v,
-            &p32,
+            SavedProbs::Kept(&p32),
             &seqs(),
             Heads::mha(H, C),
             Dropout::OFF,
@@ -340,7 +364,7 @@ mod tests {
             &q,
             &k,
             &v,
-            &p16,
+            SavedProbs::Kept(&p16),
             &seqs(),
             Heads::mha(H, C),
             Dropout::OFF,
@@ -400,12 +424,31 @@ mod tests {
                 &q,
                 &k,
                 &v,
-                &probs,
+                SavedProbs::Kept(&probs),
                 &seqs(),
                 Heads::mha(H, C),
                 drop,
                 Precision::Fp32,
             );
+            // Recomputing the probabilities gives the same gradients, bit for bit (dropout too).
+            let (mut rq, mut rk, mut rv) = (vec![1.0; n * C], vec![1.0; n * C], vec![1.0; n * C]);
+            let mut rec = vec![0.0; probs.len()];
+            attention_backward(
+                &mut rq,
+                &mut rk,
+                &mut rv,
+                &mut scratch,
+                &probe,
+                &q,
+                &k,
+                &v,
+                SavedProbs::Recompute(&mut rec),
+                &seqs(),
+                Heads::mha(H, C),
+                drop,
+                Precision::Fp32,
+            );
+            assert_eq!((&rq, &rk, &rv, &rec), (&dq, &dk, &dv, &probs));
             check_gradient("attention dq", &q, &dq, 1, |q| dot(&run(q, &k, &v, drop).0, &probe));
             check_gradient("attention dk", &k, &dk, 1, |k| dot(&run(&q, k, &v, drop).0, &probe));
             check_gradient("attention dv", &v, &dv, 1, |v| dot(&run(&q, &k, v, drop).0, &probe));
@@ -450,13 +493,14 @@ mod tests {
         let spans: Vec<AttnSpan> = seq.iter().map(AttnSpan::causal).collect();
         let n = 10;
         let (q, k, v) = (random_vec(n * cq, 1), random_vec(n * ckv, 2), random_vec(n * ckv, 3));
-        let fwd = |q: &[f32], k: &[f32], v: &[f32]| {
+        let fwd_in = |q: &[f32], k: &[f32], v: &[f32], precision: Precision| {
             let mut ctx = vec![0.0; n * cq];
             let mut probs = vec![0.0; probs_len(&spans, heads.q)];
             let mut scratch = probs.clone();
-            attention_forward(&mut ctx, &mut probs, &mut scratch, q, k, v, &spans, heads, Dropout::OFF, Precision::Fp32);
+            attention_forward(&mut ctx, &mut probs, &mut scratch, q, k, v, &spans, heads, Dropout::OFF, precision);
             (ctx, probs)
         };
+        let fwd = |q: &[f32], k: &[f32], v: &[f32]| fwd_in(q, k, v, Precision::Fp32);
         let (ctx, probs) = fwd(&q, &k, &v);
         let want = naive_causal_gqa(&q, &k, &v, &seq, heads);
         // Padding query rows (row 8 of sequence 1) are not compared: nothing reads them.
@@ -480,12 +524,40 @@ mod tests {
             &q,
             &k,
             &v,
-            &probs,
+            SavedProbs::Kept(&probs),
             &spans,
             heads,
             Dropout::OFF,
             Precision::Fp32,
         );
+        for precision in [Precision::Fp32, Precision::Bf16] {
+            // What the decoders do: recompute the probabilities in backward; the gradients equal
+            // those from the kept ones bit for bit, in either arithmetic.
+            let (_, kept) = fwd_in(&q, &k, &v, precision);
+            let mut grads = Vec::new();
+            for recompute in [false, true] {
+                let (mut gq, mut gk, mut gv) = (vec![1.0; n * cq], vec![1.0; n * ckv], vec![1.0; n * ckv]);
+                let mut rec = vec![0.0; kept.len()];
+                let saved = if recompute { SavedProbs::Recompute(&mut rec) } else { SavedProbs::Kept(&kept) };
+                attention_backward(
+                    &mut gq,
+                    &mut gk,
+                    &mut gv,
+                    &mut scratch,
+                    &probe,
+                    &q,
+                    &k,
+                    &v,
+                    saved,
+                    &spans,
+                    heads,
+                    Dropout::OFF,
+                    precision,
+                );
+                grads.push((gq, gk, gv));
+            }
+            assert_eq!(grads[0], grads[1], "{precision:?}");
+        }
         check_gradient("causal gqa dq", &q, &dq, 1, |q| dot(&fwd(q, &k, &v).0, &probe));
         check_gradient("causal gqa dk", &k, &dk, 1, |k| dot(&fwd(&q, k, &v).0, &probe));
         check_gradient("causal gqa dv", &v, &dv, 1, |v| dot(&fwd(&q, &k, v).0, &probe));

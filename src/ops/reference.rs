@@ -165,7 +165,7 @@ fn attention_matches_its_f64_reference_with_padding_and_dropout() {
             &q,
             &k,
             &v,
-            &probs,
+            crate::ops::attention::SavedProbs::Kept(&probs),
             &spans,
             Heads::mha(heads, c),
             drop,

@@ -8,7 +8,7 @@ use crate::model::linear::{grow, Linear};
 use crate::model::norm::LayerNorm;
 use crate::ops::activation::Activation;
 use crate::ops::add::add_into;
-use crate::ops::attention::{attention_backward, attention_forward, AttnSpan, Heads};
+use crate::ops::attention::{attention_backward, attention_forward, AttnSpan, Heads, SavedProbs};
 use crate::ops::dropout::Dropout;
 use crate::ops::layernorm::{layernorm_backward, layernorm_forward};
 
@@ -163,7 +163,7 @@ impl EncoderLayer {
             &cache.q,
             &cache.k,
             &cache.v,
-            &cache.probs,
+            SavedProbs::Kept(&cache.probs),
             spans,
             Heads::mha(self.heads, c),
             drop.attn,

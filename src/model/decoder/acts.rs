@@ -1,5 +1,8 @@
 //! The decoders' buffer plan: what each layer's forward keeps for its backward, the scratch the
 //! backward works in, and the head's buffers, grown once to the largest batch seen and reused.
+//! Kept per layer: the layer's input, the residual after attention, rotated q and k, v, the
+//! context, the MLP's pre-activations and the norms' statistics; the norms' outputs, the MLP
+//! activation and the attention probabilities are recomputed in backward (bit for bit).
 //!
 //! Dimensions: N packed rows, B sequences, C width, F feed-forward width, Q = H·D query width,
 //! KV = Hkv·D key/value width, K classes.
@@ -13,32 +16,45 @@ use crate::model::norm::NormCache;
 pub struct LayerCache {
     /// Statistics of the norm before attention.
     pub n1: NormCache,
-    /// The normalised input of the attention projections [N, C].
-    pub xn1: Vec<f32>,
     /// Queries after the rotation [N, Q].
     pub q: Vec<f32>,
     /// Keys after the rotation [N, KV].
     pub k: Vec<f32>,
     /// Values [N, KV].
     pub v: Vec<f32>,
-    /// Softmax probabilities (before dropout): [Σ H·len·valid].
-    pub probs: Vec<f32>,
     /// Attention context, input of the output projection [N, Q].
     pub ctx: Vec<f32>,
     /// The residual stream after attention [N, C].
     pub h1: Vec<f32>,
     /// Statistics of the norm before the MLP.
     pub n2: NormCache,
-    /// The normalised input of the MLP [N, C].
-    pub xn2: Vec<f32>,
     /// Gate projection (gated MLP) or c_fc output (GPT-2) [N, F].
     pub f1: Vec<f32>,
     /// Up projection (gated MLP only) [N, F].
     pub f2: Vec<f32>,
-    /// The MLP activation: silu(gate)·up, or gelu(c_fc) [N, F].
-    pub act: Vec<f32>,
     /// Each linear's LoRA x·A [N, r], in the layer's linear order.
     pub lora_h: [Vec<f32>; 7],
+}
+
+/// Buffers of a layer's forward that its backward does not keep, shared by all layers: the norms'
+/// outputs and the MLP activation are cheap to recompute from what [`LayerCache`] holds (the
+/// backward does, into [`GradScratch`]), and keeping them would cost 2·C + F floats per token and
+/// layer — a third of the cache.
+#[derive(Default, Debug)]
+pub struct LayerScratch {
+    /// A norm's output: the attention projections' input, then the MLP's [N, C].
+    pub xn: Vec<f32>,
+    /// The MLP activation: silu(gate)·up, or gelu(c_fc) [N, F].
+    pub act: Vec<f32>,
+    /// Fused q/k/v output before the split (GPT-2) [N, Q + 2·KV].
+    pub qkv: Vec<f32>,
+    /// LoRA input dropout [N, max(C, F)].
+    pub lora_x: Vec<f32>,
+    /// Softmax probabilities (before dropout) [Σ H·len·valid]: recomputed in backward (they
+    /// would be the largest item of the cache: H·len floats per token and layer).
+    pub probs: Vec<f32>,
+    /// Attention-probability dropout.
+    pub probs_drop: Vec<f32>,
 }
 
 /// Scratch of the backward pass, shared by all layers.
@@ -70,6 +86,14 @@ pub struct GradScratch {
     pub dqkv: Vec<f32>,
     /// Attention scratch (dropout-masked probabilities, then score gradients).
     pub probs: Vec<f32>,
+    /// The attention probabilities, recomputed.
+    pub probs_rec: Vec<f32>,
+    /// A norm's output recomputed from its input [N, C].
+    pub xn: Vec<f32>,
+    /// The statistics of that recomputation (equal to the forward's).
+    pub xn_stats: NormCache,
+    /// The MLP activation recomputed from its pre-activations [N, F].
+    pub act: Vec<f32>,
     /// LoRA scratch.
     pub lora: LoraScratch,
     /// Gradient of the head's input rows [B, C].
@@ -96,12 +120,8 @@ pub struct DecoderActs {
     pub cos: Vec<f32>,
     /// Rotary angle tables [N, D/2].
     pub sin: Vec<f32>,
-    /// Fused q/k/v output before the split (GPT-2) [N, Q + 2·KV].
-    pub qkv: Vec<f32>,
-    /// Forward scratch for LoRA input dropout [N, max(C, F)].
-    pub lora_x: Vec<f32>,
-    /// Forward scratch for attention-probability dropout.
-    pub probs_drop: Vec<f32>,
+    /// The forward's scratch.
+    pub scratch: LayerScratch,
     /// The rows the head reads: each sequence's last token (classification) or every row with a
     /// target (language modelling) [M].
     pub rows: Vec<usize>,
@@ -142,34 +162,34 @@ impl DecoderActs {
         }
         let gated = !cfg.arch.is_gpt2();
         for l in &mut self.layers[..n_layers] {
-            for v in [&mut l.xn1, &mut l.h1, &mut l.xn2] {
-                grow(v, n * c);
-            }
+            grow(&mut l.h1, n * c);
             grow(&mut l.q, n * q);
             grow(&mut l.ctx, n * q);
             grow(&mut l.k, n * kv);
             grow(&mut l.v, n * kv);
             grow(&mut l.f1, n * f);
-            grow(&mut l.act, n * f);
             if gated {
                 grow(&mut l.f2, n * f);
             }
-            grow(&mut l.probs, probs);
         }
+        let sc = &mut self.scratch;
+        grow(&mut sc.xn, n * c);
+        grow(&mut sc.act, n * f);
         if cfg.arch.is_gpt2() {
-            grow(&mut self.qkv, n * (q + 2 * kv));
+            grow(&mut sc.qkv, n * (q + 2 * kv));
         }
-        grow(&mut self.probs_drop, probs);
+        grow(&mut sc.probs, probs);
+        grow(&mut sc.probs_drop, probs);
         for v in [&mut self.gathered, &mut self.pooled] {
             grow(v, b * c);
         }
         grow(&mut self.logits, b * num_labels);
         if train {
             let g = &mut self.grad;
-            for v in [&mut g.d_out, &mut g.d_a, &mut g.d_b, &mut g.d_tmp] {
+            for v in [&mut g.d_out, &mut g.d_a, &mut g.d_b, &mut g.d_tmp, &mut g.xn] {
                 grow(v, n * c);
             }
-            for v in [&mut g.d_f1, &mut g.d_act] {
+            for v in [&mut g.d_f1, &mut g.d_act, &mut g.act] {
                 grow(v, n * f);
             }
             if gated {
@@ -182,6 +202,7 @@ impl DecoderActs {
             grow(&mut g.dk, n * kv);
             grow(&mut g.dv, n * kv);
             grow(&mut g.probs, probs);
+            grow(&mut g.probs_rec, probs);
             grow(&mut g.d_pooled, b * c);
             grow(&mut g.d_final, b * c);
             grow(&mut g.dlogits, b * num_labels);

@@ -6,12 +6,12 @@
 //! Dimensions: N packed rows, C width, F feed-forward width, H query heads and Hkv key/value
 //! heads of width D (Q = H·D, KV = Hkv·D).
 
-use super::acts::{GradScratch, LayerCache};
+use super::acts::{GradScratch, LayerCache, LayerScratch};
 use crate::model::linear::{grow, Linear};
 use crate::model::norm::Norm;
 use crate::ops::activation::{swiglu_backward, swiglu_forward, Activation};
 use crate::ops::add::add_into;
-use crate::ops::attention::{attention_backward, attention_forward, AttnSpan, Heads};
+use crate::ops::attention::{attention_backward, attention_forward, AttnSpan, Heads, SavedProbs};
 use crate::ops::dropout::Dropout;
 use crate::ops::rope::{rope_backward, rope_forward};
 
@@ -123,27 +123,27 @@ impl DecoderLayer {
         self.linears().iter().any(|l| l.trainable()) || self.attn_norm.trainable() || self.mlp_norm.trainable()
     }
 
-    /// Forward of `x[N,C]` into `out[N,C]`, filling `cache`. `qkv` is scratch for the fused
-    /// projection's output.
+    /// Forward of `x[N,C]` into `out[N,C]`, filling `cache` (the norms' outputs and the MLP
+    /// activation go to `scratch`: [`DecoderLayer::backward`] recomputes them).
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
         out: &mut [f32],
         x: &[f32],
         cache: &mut LayerCache,
+        scratch: &mut LayerScratch,
         spans: &[AttnSpan],
         rope: RopeTables<'_>,
         n: usize,
         drop: &LayerDropout,
-        qkv: &mut [f32],
-        lora_x: &mut Vec<f32>,
-        probs_drop: &mut [f32],
     ) {
         let c = x.len() / n;
         let (h, d) = (self.heads.q, self.heads.dim);
         let (qd, kvd) = (h * d, self.heads.kv * d);
         let x = &x[..n * c];
-        let LayerCache { n1, xn1, q, k, v, probs, ctx, h1, n2, xn2, f1, f2, act, lora_h } = cache;
+        let LayerCache { n1, q, k, v, ctx, h1, n2, f1, f2, lora_h } = cache;
+        let LayerScratch { xn, act, qkv, lora_x, probs, probs_drop } = scratch;
+        let xn1 = &mut xn[..];
         self.attn_norm.forward(xn1, n1, x, n);
         let mut lh = lora_h.iter_mut();
         let mut li = 0usize;
@@ -174,6 +174,7 @@ impl DecoderLayer {
         li += 1;
         drop.attn_out.apply(&mut h1[..n * c], 0);
         add_into(&mut h1[..n * c], x);
+        let xn2 = &mut xn[..];
         self.mlp_norm.forward(xn2, n2, &h1[..n * c], n);
         let xn2 = &xn2[..n * c];
         match &self.mlp {
@@ -197,6 +198,8 @@ impl DecoderLayer {
 
     /// Backward: from `g.d_out` (gradient of the layer's output, [N,C]) to `g.d_out` again (the
     /// gradient of its input `x`, when `need_dx`), accumulating the gradients of whatever trains.
+    /// What the forward did not keep — the norms' outputs, the MLP activation, the attention
+    /// probabilities — is recomputed first, with the forward's own functions on the same inputs.
     #[allow(clippy::too_many_arguments)]
     pub fn backward(
         &mut self,
@@ -213,7 +216,27 @@ impl DecoderLayer {
         let (h, d) = (self.heads.q, self.heads.dim);
         let (qd, kvd) = (h * d, self.heads.kv * d);
         let x = &x[..n * c];
-        let GradScratch { d_out, d_a, d_b, d_tmp, d_f1, d_f2, d_act, d_ctx, dq, dk, dv, dqkv, probs, lora, .. } = g;
+        let GradScratch {
+            d_out,
+            d_a,
+            d_b,
+            d_tmp,
+            d_f1,
+            d_f2,
+            d_act,
+            d_ctx,
+            dq,
+            dk,
+            dv,
+            dqkv,
+            probs,
+            probs_rec,
+            lora,
+            xn,
+            xn_stats,
+            act,
+            ..
+        } = g;
         let lh = &cache.lora_h;
         let n_attn = match self.qkv {
             Qkv::Separate(_) => 4,
@@ -221,13 +244,18 @@ impl DecoderLayer {
         };
         // MLP branch: d_a = d(xn2).
         let d_m: &[f32] = drop.mlp_out.backward_of(d_out, d_tmp, n * c);
-        let xn2 = &cache.xn2[..n * c];
+        // The MLP's input, recomputed: the same arithmetic on the same input as the forward's.
+        self.mlp_norm.forward(xn, xn_stats, &cache.h1[..n * c], n);
+        let xn2 = &xn[..n * c];
         match &mut self.mlp {
             Mlp::Gated { gate, up, down } => {
                 let fw = gate.out_dim();
                 let li = n_attn;
                 grow(d_act, n * fw);
-                down.backward(Some(d_act), false, d_m, &cache.act, &lh[li + 2], lora, n, drop.lora[li + 2]);
+                if down.needs_input() {
+                    swiglu_forward(&mut act[..n * fw], &cache.f1[..n * fw], &cache.f2[..n * fw]);
+                }
+                down.backward(Some(d_act), false, d_m, act, &lh[li + 2], lora, n, drop.lora[li + 2]);
                 swiglu_backward(&mut d_f1[..n * fw], &mut d_f2[..n * fw], &d_act[..n * fw], &cache.f1[..n * fw], &cache.f2[..n * fw]);
                 gate.backward(Some(d_a), false, d_f1, xn2, &lh[li], lora, n, drop.lora[li]);
                 up.backward(Some(d_a), true, d_f2, xn2, &lh[li + 1], lora, n, drop.lora[li + 1]);
@@ -236,8 +264,9 @@ impl DecoderLayer {
                 let fw = fc.out_dim();
                 let li = n_attn;
                 grow(d_f1, n * fw);
-                proj.backward(Some(d_f1), false, d_m, &cache.act, &lh[li + 1], lora, n, drop.lora[li + 1]);
-                activation.backward_inplace(&mut d_f1[..n * fw], &cache.f1[..n * fw], &cache.act[..n * fw]);
+                activation.forward(&mut act[..n * fw], &cache.f1[..n * fw]);
+                proj.backward(Some(d_f1), false, d_m, act, &lh[li + 1], lora, n, drop.lora[li + 1]);
+                activation.backward_inplace(&mut d_f1[..n * fw], &cache.f1[..n * fw], &act[..n * fw]);
                 fc.backward(Some(d_a), false, d_f1, xn2, &lh[li], lora, n, drop.lora[li]);
             }
         }
@@ -257,7 +286,7 @@ impl DecoderLayer {
             &cache.q,
             &cache.k,
             &cache.v,
-            &cache.probs,
+            SavedProbs::Recompute(probs_rec),
             spans,
             self.heads,
             drop.attn,
@@ -267,7 +296,8 @@ impl DecoderLayer {
             rope_backward(dq, cos, sin, n, h, d);
             rope_backward(dk, cos, sin, n, self.heads.kv, d);
         }
-        let xn1 = &cache.xn1[..n * c];
+        self.attn_norm.forward(xn, xn_stats, x, n);
+        let xn1 = &xn[..n * c];
         // The norm's input gradient is wanted below; its own parameters need d(xn1) too.
         let norm_trains = self.attn_norm.trainable();
         let d_xn1 = (need_dx || norm_trains).then_some(&mut d_a[..]);

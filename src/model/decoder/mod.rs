@@ -363,9 +363,9 @@ impl Decoder {
         self.forward_body(batch, acts, pass);
         let head_drop = self.dropouts(pass).2;
         let c = self.config.dim;
-        let DecoderActs { pooled, logits, head_lora_h, lora_x, .. } = acts;
+        let DecoderActs { pooled, logits, head_lora_h, scratch, .. } = acts;
         let head = self.head_linear().expect("a classification head");
-        head.forward(logits, head_lora_h, &pooled[..b * c], lora_x, b, head_drop);
+        head.forward(logits, head_lora_h, &pooled[..b * c], &mut scratch.lora_x, b, head_drop);
         &acts.logits[..b * self.num_labels()]
     }
 
@@ -448,7 +448,7 @@ impl Decoder {
         drops: &[LayerDropout],
     ) -> usize {
         let (n, c) = (batch.n_tokens(), self.config.dim);
-        let DecoderActs { hidden, layers, cos, sin, qkv, lora_x, probs_drop, .. } = acts;
+        let DecoderActs { hidden, layers, cos, sin, scratch, .. } = acts;
         let pos = self.positions.as_ref().map(|p| p.data.as_slice());
         embedding_forward(&mut hidden[0], &batch.ids, &batch.positions, None, &self.embed.data, pos, None, c);
         emb_drop.apply(&mut hidden[0][..n * c], 0);
@@ -460,7 +460,7 @@ impl Decoder {
             let (src, dst, cache) = if keep { (l, l + 1, &mut layers[l]) } else { (l % 2, (l + 1) % 2, &mut layers[0]) };
             let (lo, hi) = hidden.split_at_mut(src.max(dst));
             let (x, out) = if src < dst { (&lo[src], &mut hi[0]) } else { (&hi[0], &mut lo[dst]) };
-            layer.forward(out, &x[..n * c], cache, spans, tables, n, &drops[l], qkv, lora_x, probs_drop);
+            layer.forward(out, &x[..n * c], cache, scratch, spans, tables, n, &drops[l]);
         }
         if keep {
             self.layers.len()
