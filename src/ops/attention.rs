@@ -169,6 +169,14 @@ fn head_matmul(precision: Precision, out: MatMut<'_>, a: MatRef<'_>, b: MatRef<'
     }
 }
 
+/// One head's probabilities `p[q_len, k_valid]` = softmax(qh · khᵀ · scale) under the span's
+/// mask: the forward's, and the backward's when it recomputes them (one function, so the two are
+/// the same bit for bit).
+fn head_probs(precision: Precision, p: &mut [f32], qh: MatRef<'_>, kh: MatRef<'_>, s: &AttnSpan, scale: f32) {
+    head_matmul(precision, MatMut::new(p, s.q_len, s.k_valid), qh, kh.t(), scale, 0.0);
+    softmax_rows(p, s.k_valid, s);
+}
+
 /// Forward. Writes `ctx[Nq, H·D]` and `probs` (pre-dropout softmax); `scratch` (same size as
 /// `probs`) receives the dropped-out probabilities when `dropout` is active.
 #[allow(clippy::too_many_arguments)]
@@ -199,8 +207,7 @@ pub fn attention_forward(
             let (h, off) = (g * group + j, off0 + j * n);
             let p = &mut probs[off..off + n];
             let qh = MatRef::cols_of(&q[qb..], s.q_len, cq, h * d, d);
-            head_matmul(precision, MatMut::new(p, s.q_len, s.k_valid), qh, kh.t(), scale, 0.0);
-            softmax_rows(p, s.k_valid, &s);
+            head_probs(precision, p, qh, kh, &s, scale);
             let pd: &[f32] = if dropout.active() {
                 let sc = &mut scratch[off..off + n];
                 sc.copy_from_slice(p);
@@ -268,8 +275,7 @@ pub fn attention_backward(
             let p: &[f32] = match recomputed.as_deref_mut() {
                 Some(buf) => {
                     let buf = &mut buf[off..off + n];
-                    head_matmul(precision, MatMut::new(buf, s.q_len, s.k_valid), qh, kh.t(), scale, 0.0);
-                    softmax_rows(buf, s.k_valid, &s);
+                    head_probs(precision, buf, qh, kh, &s, scale);
                     buf
                 }
                 None => &kept.expect("probabilities kept when not recomputed")[off..off + n],

@@ -123,6 +123,20 @@ impl DecoderLayer {
         self.linears().iter().any(|l| l.trainable()) || self.attn_norm.trainable() || self.mlp_norm.trainable()
     }
 
+    /// Whether backward reads the attention norm's output (a q / k / v linear needs its input)
+    /// and the MLP norm's (gate / up or c_fc does): only then is it recomputed.
+    fn norm_outputs_read(&self) -> (bool, bool) {
+        let qkv = match &self.qkv {
+            Qkv::Separate(l) => l.iter().any(Linear::needs_input),
+            Qkv::Fused(l) => l.needs_input(),
+        };
+        let mlp = match &self.mlp {
+            Mlp::Gated { gate, up, .. } => gate.needs_input() || up.needs_input(),
+            Mlp::Plain { fc, .. } => fc.needs_input(),
+        };
+        (qkv, mlp)
+    }
+
     /// Forward of `x[N,C]` into `out[N,C]`, filling `cache` (the norms' outputs and the MLP
     /// activation go to `scratch`: [`DecoderLayer::backward`] recomputes them).
     #[allow(clippy::too_many_arguments)]
@@ -244,8 +258,12 @@ impl DecoderLayer {
         };
         // MLP branch: d_a = d(xn2).
         let d_m: &[f32] = drop.mlp_out.backward_of(d_out, d_tmp, n * c);
-        // The MLP's input, recomputed: the same arithmetic on the same input as the forward's.
-        self.mlp_norm.forward(xn, xn_stats, &cache.h1[..n * c], n);
+        // The MLP's input, recomputed (where a linear reads it): the forward's arithmetic on the
+        // forward's input.
+        let (qkv_reads, mlp_reads) = self.norm_outputs_read();
+        if mlp_reads {
+            self.mlp_norm.forward(xn, xn_stats, &cache.h1[..n * c], n);
+        }
         let xn2 = &xn[..n * c];
         match &mut self.mlp {
             Mlp::Gated { gate, up, down } => {
@@ -296,7 +314,9 @@ impl DecoderLayer {
             rope_backward(dq, cos, sin, n, h, d);
             rope_backward(dk, cos, sin, n, self.heads.kv, d);
         }
-        self.attn_norm.forward(xn, xn_stats, x, n);
+        if qkv_reads {
+            self.attn_norm.forward(xn, xn_stats, x, n);
+        }
         let xn1 = &xn[..n * c];
         // The norm's input gradient is wanted below; its own parameters need d(xn1) too.
         let norm_trains = self.attn_norm.trainable();
