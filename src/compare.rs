@@ -17,11 +17,14 @@ use std::sync::atomic::AtomicBool;
 pub const SEED_RUNS: [&str; 4] = ["last-layers", "lora-default", "lora-best", "full"];
 
 /// One of the seed's runs: its label and the training options that make it (applied on top of
-/// the defaults, which are the seed's: LoRA r = 8, alpha = 16, raschka scaling).
-pub fn seed_run(name: &str) -> Result<(&'static str, Vec<(&'static str, Value)>)> {
+/// the defaults, which are the seed's: LoRA r = 8, alpha = 16, raschka scaling). `decoder`: the
+/// model is a decoder, whose last-layers mode trains more than an encoder's head.
+pub fn seed_run(name: &str, decoder: bool) -> Result<(&'static str, Vec<(&'static str, Value)>)> {
     let on = || Value::Bool(true);
+    let last_layers =
+        if decoder { "last-layers (score + last decoder layer + final norm)" } else { "last-layers (pre_classifier + classifier)" };
     Ok(match name {
-        "last-layers" => ("last-layers (pre_classifier + classifier)", vec![("mode", Value::from("last-layers"))]),
+        "last-layers" => (last_layers, vec![("mode", Value::from("last-layers"))]),
         "lora-default" => ("LoRA default: r=8, alpha=16, q+v", vec![("lora_query", on()), ("lora_value", on())]),
         "lora-best" => (
             "LoRA best (seed's article): r=8, alpha=1, q+v+mlp",
@@ -64,9 +67,11 @@ pub enum Compared {
 }
 
 /// Runs (or reuses, or resumes) each of `runs` in `out/<run>`, with `config(run options)` giving
-/// each run's configuration; evaluates each on `eval_data` too when given.
+/// each run's configuration; evaluates each on `eval_data` too when given. `decoder`: the model
+/// is a decoder (it names the last-layers run).
 pub fn compare(
     runs: &[String],
+    decoder: bool,
     out: &Path,
     config: &dyn Fn(&Overrides) -> Result<TrainConfig>,
     eval_data: Option<&Path>,
@@ -75,7 +80,7 @@ pub fn compare(
 ) -> Result<Compared> {
     let mut rows = Vec::new();
     for name in runs {
-        let (label, opts) = seed_run(name)?;
+        let (label, opts) = seed_run(name, decoder)?;
         let dir = out.join(name);
         let rd = RunDir(dir.clone());
         if rd.config().exists() {
@@ -210,8 +215,10 @@ mod tests {
     #[test]
     fn every_seed_run_is_known_and_others_are_errors() {
         for r in SEED_RUNS {
-            assert!(seed_run(r).is_ok());
+            assert!(seed_run(r, false).is_ok());
         }
-        assert!(seed_run("dora").unwrap_err().to_string().contains("lora-best"));
+        assert!(seed_run("dora", false).unwrap_err().to_string().contains("lora-best"));
+        assert!(seed_run("last-layers", true).unwrap().0.contains("score"));
+        assert!(seed_run("last-layers", false).unwrap().0.contains("classifier"));
     }
 }

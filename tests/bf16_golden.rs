@@ -95,3 +95,32 @@ fn llama_cls_lora_bf16() {
 fn llama_lm_lora_bf16() {
     run("bf16-llama-lm-lora");
 }
+
+/// Memory of bf16 decoder training: each layer keeps its MLP pre-activations (the largest items
+/// of its cache) as bf16 bits, no f32 copy; an fp32 model keeps f32. The bf16 parity cases above
+/// check the gradients that backward computes from them.
+#[test]
+fn a_bf16_decoder_keeps_its_mlp_pre_activations_as_bf16() {
+    for precision in [Precision::Fp32, Precision::Bf16] {
+        let (mut model, batch, _, _) = build("llama-cls-lora");
+        model.set_precision(precision, true);
+        let mut acts = Activations::default();
+        model.zero_grad();
+        model.forward_loss(&batch, &mut acts, Pass::Eval);
+        let f = model.config().decoder().expect("a decoder").ffn_dim;
+        let n = batch.n_tokens();
+        let layers = &acts.decoder_acts().layers;
+        assert_eq!(layers.len(), model.n_layers());
+        for (i, l) in layers.iter().enumerate() {
+            for (what, kept) in [("gate", &l.f1), ("up", &l.f2)] {
+                if precision == Precision::Bf16 {
+                    assert!(kept.in_bf16 && kept.f32.is_empty() && kept.bf16.len() >= n * f, "layer {i} {what}: not kept as bf16 alone");
+                } else {
+                    assert!(!kept.in_bf16 && kept.bf16.is_empty() && kept.f32.len() >= n * f, "layer {i} {what}: not kept as f32");
+                }
+            }
+        }
+        model.backward(&batch, &mut acts, Pass::Eval);
+        assert!(gradients(&model).iter().all(|(_, g)| g.iter().all(|v| v.is_finite())));
+    }
+}

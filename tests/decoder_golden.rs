@@ -88,3 +88,37 @@ golden! {
     gpt2_lm_lora => "gpt2-lm-lora",
     gpt2_lm_full => "gpt2-lm-full",
 }
+
+/// A decoder's last-layers run trains its last layer's norms and the final norm besides linears:
+/// its adapter saves them whole (modules_to_save, as PEFT saves any module), and loading it onto
+/// the untouched base gives the trained model's logits.
+#[test]
+fn a_last_layers_adapter_saves_the_trained_norms_and_reloads_exactly() {
+    use lowrank::adapter::{load_into, save_adapter, AdapterInfo};
+    let (mut trained, batch, meta, _) = common::golden::build("llama-cls-last-layers");
+    // "Training": move every trainable parameter, so that a norm left out of the adapter shows.
+    for (i, p) in trained.params_mut().into_iter().filter(|p| p.trainable()).enumerate() {
+        p.data.iter_mut().enumerate().for_each(|(j, v)| *v += 0.01 * (((i * 31 + j) % 7) as f32 - 3.0));
+    }
+    let want = trained.forward(&batch, &mut Activations::default(), Pass::Eval).to_vec();
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("adapter");
+    let info = AdapterInfo { base_model: "tiny-llama".into(), labels: None, tokenizer_dir: d.path(), lora: None, patterns: None };
+    save_adapter(&trained, &dir, &info).unwrap();
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("adapter_config.json")).unwrap()).unwrap();
+    let saved: BTreeSet<String> = serde_json::from_value(cfg["modules_to_save"].clone()).unwrap();
+    let last = trained.n_layers() - 1;
+    for m in [format!("model.layers.{last}.input_layernorm"), format!("model.layers.{last}.post_attention_layernorm"), "model.norm".into()]
+    {
+        assert!(saved.contains(&m), "{m} is not in modules_to_save {saved:?}");
+    }
+    let opts = lowrank::model::LoadOptions {
+        head: Some(HeadKind::Score),
+        num_labels: meta["num_labels"].as_u64().map(|k| k as usize),
+        ..Default::default()
+    };
+    let (mut fresh, _) = Model::from_pretrained(&common::golden::fixtures().join(meta["model"].as_str().unwrap()), &opts).unwrap();
+    load_into(&dir, &mut fresh).unwrap();
+    let got = fresh.forward(&batch, &mut Activations::default(), Pass::Eval).to_vec();
+    assert_close("reloaded last-layers adapter", &got, &want, 0.0, 1e-6);
+}

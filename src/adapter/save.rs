@@ -124,14 +124,17 @@ pub fn save_adapter(model: &Model, dir: &Path, info: &AdapterInfo<'_>) -> Result
             None => {}
         }
     }
-    if model
-        .params()
-        .iter()
-        .any(|p| p.trainable() && !p.name.contains(".lora_") && !model.linears().iter().any(|l| l.base_params().any(|q| q.name == p.name)))
-    {
-        return Err(Error::CannotSaveAdapter(
-            "non-linear parameters train (full fine-tuning): export a full model folder instead of an adapter".into(),
-        ));
+    // Other trained parameters (a decoder's norms in last-layers mode: the last layer's and the
+    // final one) are saved whole too, their modules in modules_to_save, as PEFT saves any module.
+    let in_linear = |name: &str| model.linears().iter().any(|l| l.base_params().any(|q| q.name == name));
+    for p in model.params() {
+        if p.trainable() && !p.name.contains(".lora_") && !in_linear(&p.name) {
+            owned.push((format!("base_model.model.{}", p.name), p.shape.clone(), p.data.clone()));
+            let module = p.name.rsplit_once('.').map_or(p.name.as_str(), |(m, _)| m).to_string();
+            if !to_save.contains(&module) {
+                to_save.push(module);
+            }
+        }
     }
     // The global r and lora_alpha: the most common pair; the other modules get exact-name patterns.
     let mut counts: Vec<((usize, f32), usize)> = Vec::new();

@@ -37,10 +37,11 @@ pub fn run(a: CompareArgs) -> anyhow::Result<ExitCode> {
     }
     let stop = super::interrupt_flag();
     let model = a.model.resolve()?;
+    let decoder = crate::model::ModelConfig::load(&model)?.decoder().is_some();
     let config = |opts: &[(&'static str, serde_json::Value)]| {
         train_config(model.clone(), a.model.head, &a.data, &PlanArgs::default().with(opts), &a.lp)
     };
-    match compare(&a.runs, &a.out, &config, a.eval_data.as_deref(), &stop, &super::log)? {
+    match compare(&a.runs, decoder, &a.out, &config, a.eval_data.as_deref(), &stop, &super::log)? {
         Compared::Done(_, table) => {
             outln!("{table}");
             Ok(ExitCode::SUCCESS)

@@ -1,8 +1,9 @@
 //! The decoders' buffer plan: what each layer's forward keeps for its backward, the scratch the
 //! backward works in, and the head's buffers, grown once to the largest batch seen and reused.
 //! Kept per layer: the layer's input, the residual after attention, rotated q and k, v, the
-//! context, the MLP's pre-activations and the norms' statistics; the norms' outputs, the MLP
-//! activation and the attention probabilities are recomputed in backward (bit for bit).
+//! context, the MLP's pre-activations (as bf16 when the layer computes in bf16: [`KeptPre`]) and
+//! the norms' statistics; the norms' outputs, the MLP activation and the attention probabilities
+//! are recomputed in backward (bit for bit).
 //!
 //! Dimensions: N packed rows, B sequences, C width, F feed-forward width, Q = H·D query width,
 //! KV = Hkv·D key/value width, K classes.
@@ -10,6 +11,50 @@
 use super::config::DecoderConfig;
 use crate::model::linear::{grow, LoraScratch};
 use crate::model::norm::NormCache;
+use crate::ops::bf16::store;
+
+/// One MLP pre-activation kept for backward [N, F]: f32, or — when the layer's products run in
+/// bf16 — its bf16 rounding, half the bytes (the largest item of a layer's cache: 2·F floats per
+/// token against C for each other buffer). A bf16 layer's forward then goes on with the rounded
+/// values, so what backward widens back is exactly what the forward used (as PyTorch's autocast,
+/// whose linears' outputs are bf16, keeps them too).
+#[derive(Default, Debug)]
+pub struct KeptPre {
+    /// The values (fp32 layers).
+    pub f32: Vec<f32>,
+    /// The bf16 bits (bf16 layers).
+    pub bf16: Vec<u16>,
+    /// Whether the last forward kept bf16 bits.
+    pub in_bf16: bool,
+}
+
+impl KeptPre {
+    /// The f32 buffer that an fp32 layer's product writes into, `len` long.
+    pub fn f32_mut(&mut self, len: usize) -> &mut [f32] {
+        self.in_bf16 = false;
+        grow(&mut self.f32, len);
+        &mut self.f32[..len]
+    }
+
+    /// Keeps `values` as bf16, rounding them in place (the forward continues with those).
+    pub fn keep_rounded(&mut self, values: &mut [f32]) {
+        self.in_bf16 = true;
+        if self.bf16.len() < values.len() {
+            self.bf16.resize(values.len(), 0);
+        }
+        store::round_keep(values, &mut self.bf16[..values.len()]);
+    }
+
+    /// The first `len` kept values as f32: the f32 buffer, or the bf16 bits widened into `scratch`.
+    pub fn values<'a>(&'a self, len: usize, scratch: &'a mut Vec<f32>) -> &'a [f32] {
+        if !self.in_bf16 {
+            return &self.f32[..len];
+        }
+        grow(scratch, len);
+        store::widen(&self.bf16[..len], &mut scratch[..len]);
+        &scratch[..len]
+    }
+}
 
 /// What one decoder layer's forward keeps for its backward.
 #[derive(Default, Debug)]
@@ -29,9 +74,9 @@ pub struct LayerCache {
     /// Statistics of the norm before the MLP.
     pub n2: NormCache,
     /// Gate projection (gated MLP) or c_fc output (GPT-2) [N, F].
-    pub f1: Vec<f32>,
+    pub f1: KeptPre,
     /// Up projection (gated MLP only) [N, F].
-    pub f2: Vec<f32>,
+    pub f2: KeptPre,
     /// Each linear's LoRA x·A [N, r], in the layer's linear order.
     pub lora_h: [Vec<f32>; 7],
 }
@@ -53,8 +98,10 @@ pub struct LayerScratch {
     /// Softmax probabilities (before dropout) [Σ H·len·valid]: recomputed in backward (they
     /// would be the largest item of the cache: H·len floats per token and layer).
     pub probs: Vec<f32>,
-    /// Attention-probability dropout.
+    /// Attention-probability dropout (grown only when dropout is active).
     pub probs_drop: Vec<f32>,
+    /// A bf16 layer's MLP pre-activations before they are kept rounded [N, F] each.
+    pub pre: [Vec<f32>; 2],
 }
 
 /// Scratch of the backward pass, shared by all layers.
@@ -94,6 +141,8 @@ pub struct GradScratch {
     pub xn_stats: NormCache,
     /// The MLP activation recomputed from its pre-activations [N, F].
     pub act: Vec<f32>,
+    /// The MLP pre-activations widened from their kept bf16 bits (bf16 layers) [N, F] each.
+    pub pre: [Vec<f32>; 2],
     /// LoRA scratch.
     pub lora: LoraScratch,
     /// Gradient of the head's input rows [B, C].
@@ -160,17 +209,13 @@ impl DecoderActs {
         if self.layers.len() < n_layers {
             self.layers.resize_with(n_layers, LayerCache::default);
         }
-        let gated = !cfg.arch.is_gpt2();
         for l in &mut self.layers[..n_layers] {
             grow(&mut l.h1, n * c);
             grow(&mut l.q, n * q);
             grow(&mut l.ctx, n * q);
             grow(&mut l.k, n * kv);
             grow(&mut l.v, n * kv);
-            grow(&mut l.f1, n * f);
-            if gated {
-                grow(&mut l.f2, n * f);
-            }
+            // f1 and f2 grow in the layer's forward, in the precision it keeps them in.
         }
         let sc = &mut self.scratch;
         grow(&mut sc.xn, n * c);
@@ -179,7 +224,6 @@ impl DecoderActs {
             grow(&mut sc.qkv, n * (q + 2 * kv));
         }
         grow(&mut sc.probs, probs);
-        grow(&mut sc.probs_drop, probs);
         for v in [&mut self.gathered, &mut self.pooled] {
             grow(v, b * c);
         }
@@ -192,7 +236,7 @@ impl DecoderActs {
             for v in [&mut g.d_f1, &mut g.d_act, &mut g.act] {
                 grow(v, n * f);
             }
-            if gated {
+            if !cfg.arch.is_gpt2() {
                 grow(&mut g.d_f2, n * f);
             } else {
                 grow(&mut g.dqkv, n * (q + 2 * kv));

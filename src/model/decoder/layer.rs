@@ -6,13 +6,14 @@
 //! Dimensions: N packed rows, C width, F feed-forward width, H query heads and Hkv key/value
 //! heads of width D (Q = H·D, KV = Hkv·D).
 
-use super::acts::{GradScratch, LayerCache, LayerScratch};
+use super::acts::{GradScratch, KeptPre, LayerCache, LayerScratch};
 use crate::model::linear::{grow, Linear};
 use crate::model::norm::Norm;
 use crate::ops::activation::{swiglu_backward, swiglu_forward, Activation};
 use crate::ops::add::add_into;
 use crate::ops::attention::{attention_backward, attention_forward, AttnSpan, Heads, SavedProbs};
 use crate::ops::dropout::Dropout;
+use crate::ops::precision::Precision;
 use crate::ops::rope::{rope_backward, rope_forward};
 
 /// The attention projections: three linears, or one fused q|k|v linear (GPT-2's `c_attn`).
@@ -156,7 +157,7 @@ impl DecoderLayer {
         let (qd, kvd) = (h * d, self.heads.kv * d);
         let x = &x[..n * c];
         let LayerCache { n1, q, k, v, ctx, h1, n2, f1, f2, lora_h } = cache;
-        let LayerScratch { xn, act, qkv, lora_x, probs, probs_drop } = scratch;
+        let LayerScratch { xn, act, qkv, lora_x, probs, probs_drop, pre } = scratch;
         let xn1 = &mut xn[..];
         self.attn_norm.forward(xn1, n1, x, n);
         let mut lh = lora_h.iter_mut();
@@ -183,6 +184,9 @@ impl DecoderLayer {
             rope_forward(q, cos, sin, n, h, d);
             rope_forward(k, cos, sin, n, self.heads.kv, d);
         }
+        if drop.attn.active() {
+            grow(probs_drop, probs.len());
+        }
         attention_forward(ctx, probs, probs_drop, q, k, v, spans, self.heads, drop.attn, self.o.precision);
         self.o.forward(h1, lh.next().expect("7 slots"), &ctx[..n * qd], lora_x, n, drop.lora[li]);
         li += 1;
@@ -193,17 +197,23 @@ impl DecoderLayer {
         let xn2 = &xn2[..n * c];
         match &self.mlp {
             Mlp::Gated { gate, up, down } => {
-                let fw = gate.out_dim();
-                gate.forward(f1, lh.next().expect("7 slots"), xn2, lora_x, n, drop.lora[li]);
-                up.forward(f2, lh.next().expect("7 slots"), xn2, lora_x, n, drop.lora[li + 1]);
-                swiglu_forward(&mut act[..n * fw], &f1[..n * fw], &f2[..n * fw]);
-                down.forward(out, lh.next().expect("7 slots"), &act[..n * fw], lora_x, n, drop.lora[li + 2]);
+                let len = n * gate.out_dim();
+                let (p1, p2) = pre.split_at_mut(1);
+                let g = pre_activation(f1, &mut p1[0], len, gate.precision);
+                gate.forward(g, lh.next().expect("7 slots"), xn2, lora_x, n, drop.lora[li]);
+                let u = pre_activation(f2, &mut p2[0], len, up.precision);
+                up.forward(u, lh.next().expect("7 slots"), xn2, lora_x, n, drop.lora[li + 1]);
+                let (g, u) = (keep(f1, &mut p1[0], len, gate.precision), keep(f2, &mut p2[0], len, up.precision));
+                swiglu_forward(&mut act[..len], g, u);
+                down.forward(out, lh.next().expect("7 slots"), &act[..len], lora_x, n, drop.lora[li + 2]);
             }
             Mlp::Plain { fc, proj, activation } => {
-                let fw = fc.out_dim();
-                fc.forward(f1, lh.next().expect("7 slots"), xn2, lora_x, n, drop.lora[li]);
-                activation.forward(&mut act[..n * fw], &f1[..n * fw]);
-                proj.forward(out, lh.next().expect("7 slots"), &act[..n * fw], lora_x, n, drop.lora[li + 1]);
+                let len = n * fc.out_dim();
+                let z = pre_activation(f1, &mut pre[0], len, fc.precision);
+                fc.forward(z, lh.next().expect("7 slots"), xn2, lora_x, n, drop.lora[li]);
+                let z = keep(f1, &mut pre[0], len, fc.precision);
+                activation.forward(&mut act[..len], z);
+                proj.forward(out, lh.next().expect("7 slots"), &act[..len], lora_x, n, drop.lora[li + 1]);
             }
         }
         drop.mlp_out.apply(&mut out[..n * c], 0);
@@ -249,6 +259,7 @@ impl DecoderLayer {
             xn,
             xn_stats,
             act,
+            pre,
             ..
         } = g;
         let lh = &cache.lora_h;
@@ -270,11 +281,13 @@ impl DecoderLayer {
                 let fw = gate.out_dim();
                 let li = n_attn;
                 grow(d_act, n * fw);
+                let (p1, p2) = pre.split_at_mut(1);
+                let (f1, f2) = (cache.f1.values(n * fw, &mut p1[0]), cache.f2.values(n * fw, &mut p2[0]));
                 if down.needs_input() {
-                    swiglu_forward(&mut act[..n * fw], &cache.f1[..n * fw], &cache.f2[..n * fw]);
+                    swiglu_forward(&mut act[..n * fw], f1, f2);
                 }
                 down.backward(Some(d_act), false, d_m, act, &lh[li + 2], lora, n, drop.lora[li + 2]);
-                swiglu_backward(&mut d_f1[..n * fw], &mut d_f2[..n * fw], &d_act[..n * fw], &cache.f1[..n * fw], &cache.f2[..n * fw]);
+                swiglu_backward(&mut d_f1[..n * fw], &mut d_f2[..n * fw], &d_act[..n * fw], f1, f2);
                 gate.backward(Some(d_a), false, d_f1, xn2, &lh[li], lora, n, drop.lora[li]);
                 up.backward(Some(d_a), true, d_f2, xn2, &lh[li + 1], lora, n, drop.lora[li + 1]);
             }
@@ -282,9 +295,10 @@ impl DecoderLayer {
                 let fw = fc.out_dim();
                 let li = n_attn;
                 grow(d_f1, n * fw);
-                activation.forward(&mut act[..n * fw], &cache.f1[..n * fw]);
+                let f1 = cache.f1.values(n * fw, &mut pre[0]);
+                activation.forward(&mut act[..n * fw], f1);
                 proj.backward(Some(d_f1), false, d_m, act, &lh[li + 1], lora, n, drop.lora[li + 1]);
-                activation.backward_inplace(&mut d_f1[..n * fw], &cache.f1[..n * fw], &act[..n * fw]);
+                activation.backward_inplace(&mut d_f1[..n * fw], f1, &act[..n * fw]);
                 fc.backward(Some(d_a), false, d_f1, xn2, &lh[li], lora, n, drop.lora[li]);
             }
         }
@@ -346,6 +360,30 @@ impl DecoderLayer {
         } else if norm_trains {
             // Nothing below trains: only the norm's parameter gradients are wanted.
             self.attn_norm.backward(d_tmp, d_a, x, &cache.n1, n, false);
+        }
+    }
+}
+
+/// Where a linear writes an MLP pre-activation of `len` values: straight into the f32 cache, or,
+/// in bf16, into `scratch` first (to be kept rounded by [`keep`]).
+fn pre_activation<'a>(kept: &'a mut KeptPre, scratch: &'a mut Vec<f32>, len: usize, precision: Precision) -> &'a mut [f32] {
+    match precision {
+        Precision::Fp32 => kept.f32_mut(len),
+        Precision::Bf16 => {
+            grow(scratch, len);
+            &mut scratch[..len]
+        }
+    }
+}
+
+/// The pre-activation the forward goes on with: the f32 cache, or (bf16) `scratch` rounded in
+/// place, its bits kept.
+fn keep<'a>(kept: &'a mut KeptPre, scratch: &'a mut [f32], len: usize, precision: Precision) -> &'a [f32] {
+    match precision {
+        Precision::Fp32 => &kept.f32[..len],
+        Precision::Bf16 => {
+            kept.keep_rounded(&mut scratch[..len]);
+            &scratch[..len]
         }
     }
 }

@@ -24,6 +24,7 @@ mod native;
 pub mod pack;
 pub mod peak;
 pub mod reference;
+pub mod store;
 #[cfg(test)]
 mod tests;
 
