@@ -126,9 +126,10 @@ pub fn save_adapter(model: &Model, dir: &Path, info: &AdapterInfo<'_>) -> Result
     }
     // Other trained parameters (a decoder's norms in last-layers mode: the last layer's and the
     // final one) are saved whole too, their modules in modules_to_save, as PEFT saves any module.
-    let in_linear = |name: &str| model.linears().iter().any(|l| l.base_params().any(|q| q.name == name));
+    let linear_params: std::collections::HashSet<&str> =
+        model.linears().iter().flat_map(|l| l.base_params().map(|q| q.name.as_str())).collect();
     for p in model.params() {
-        if p.trainable() && !p.name.contains(".lora_") && !in_linear(&p.name) {
+        if p.trainable() && !p.name.contains(".lora_") && !linear_params.contains(p.name.as_str()) {
             owned.push((format!("base_model.model.{}", p.name), p.shape.clone(), p.data.clone()));
             let module = p.name.rsplit_once('.').map_or(p.name.as_str(), |(m, _)| m).to_string();
             if !to_save.contains(&module) {

@@ -198,12 +198,12 @@ impl DecoderLayer {
         match &self.mlp {
             Mlp::Gated { gate, up, down } => {
                 let len = n * gate.out_dim();
-                let (p1, p2) = pre.split_at_mut(1);
-                let g = pre_activation(f1, &mut p1[0], len, gate.precision);
+                let [p1, p2] = pre;
+                let g = pre_activation(f1, p1, len, gate.precision);
                 gate.forward(g, lh.next().expect("7 slots"), xn2, lora_x, n, drop.lora[li]);
-                let u = pre_activation(f2, &mut p2[0], len, up.precision);
+                let u = pre_activation(f2, p2, len, up.precision);
                 up.forward(u, lh.next().expect("7 slots"), xn2, lora_x, n, drop.lora[li + 1]);
-                let (g, u) = (keep(f1, &mut p1[0], len, gate.precision), keep(f2, &mut p2[0], len, up.precision));
+                let (g, u) = (keep(f1, p1, len, gate.precision), keep(f2, p2, len, up.precision));
                 swiglu_forward(&mut act[..len], g, u);
                 down.forward(out, lh.next().expect("7 slots"), &act[..len], lora_x, n, drop.lora[li + 2]);
             }
@@ -281,8 +281,8 @@ impl DecoderLayer {
                 let fw = gate.out_dim();
                 let li = n_attn;
                 grow(d_act, n * fw);
-                let (p1, p2) = pre.split_at_mut(1);
-                let (f1, f2) = (cache.f1.values(n * fw, &mut p1[0]), cache.f2.values(n * fw, &mut p2[0]));
+                let [p1, p2] = pre;
+                let (f1, f2) = (cache.f1.values(n * fw, p1), cache.f2.values(n * fw, p2));
                 if down.needs_input() {
                     swiglu_forward(&mut act[..n * fw], f1, f2);
                 }
