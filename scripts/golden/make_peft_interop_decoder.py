@@ -296,7 +296,10 @@ def load_base(path: Path, task: str, num_labels: int | None):
 
         pad = AutoTokenizer.from_pretrained(where, gguf_file=path.name).pad_token_id
     model.config.pad_token_id = pad
-    return model.float().eval(), pad
+    # dtype=float32 above already gives fp32 weights; `.float()` is refused on a model loaded from a GGUF
+    # (transformers marks it quantized even though it dequantized every tensor).
+    assert all(p.dtype == torch.float32 for p in model.parameters()), "the base did not load as fp32"
+    return model.eval(), pad
 
 
 def read_logits(path: Path) -> tuple[list[list[int]], list]:
