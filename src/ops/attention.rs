@@ -134,10 +134,12 @@ fn softmax_rows(p: &mut [f32], cols: usize, span: &AttnSpan) {
     }
 }
 
-/// Softmax backward in place: g ← P ∘ (g − rowsum(g ∘ P)) · scale.
+/// Softmax backward in place over the first `keys` of each row of `cols` values (the rest of a row
+/// is masked: P = 0 there, and `g` is not read): g ← P ∘ (g − rowsum(g ∘ P)) · scale.
 #[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx512dq+fma", "x86_64+avx2+fma"))]
-fn softmax_backward_rows(g: &mut [f32], p: &[f32], cols: usize, scale: f32) {
+fn softmax_backward_rows(g: &mut [f32], p: &[f32], cols: usize, keys: usize, scale: f32) {
     for (gr, pr) in g.chunks_exact_mut(cols).zip(p.chunks_exact(cols)) {
+        let (gr, pr) = (&mut gr[..keys], &pr[..keys]);
         let dot = fastmath::dot(gr, pr);
         for (x, pv) in gr.iter_mut().zip(pr) {
             *x = pv * (*x - dot) * scale;
@@ -169,12 +171,34 @@ fn head_matmul(precision: Precision, out: MatMut<'_>, a: MatRef<'_>, b: MatRef<'
     }
 }
 
+/// Query rows per block of a causal span: block b's rows attend to keys 0..=its last row only, so
+/// its products skip the keys after that (the upper triangle: 3/8 of the products' work at 256
+/// rows). Measured on SmolLM2-135M's attention (8 × 256 tokens, 9 / 3 heads of 64, bf16, AMD Zen 4,
+/// best of 40): forward + backward 21.4–23.4 ms unblocked, 17.7–20.5 ms with blocks of 64 (128
+/// about the same; smaller blocks pack their operands more often).
+const CAUSAL_BLOCK: usize = 64;
+
+/// The span's query-row blocks `(r0, r1, keys)`: rows r0..r1 read keys 0..`keys` (one block of all
+/// rows and keys unless causal).
+fn row_blocks(s: &AttnSpan) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+    let step = if s.causal { CAUSAL_BLOCK } else { s.q_len.max(1) };
+    (0..s.q_len).step_by(step).map(move |r0| {
+        let r1 = (r0 + step).min(s.q_len);
+        (r0, r1, s.allowed(r1 - 1))
+    })
+}
+
 /// One head's probabilities `p[q_len, k_valid]` = softmax(qh · khᵀ · scale) under the span's
-/// mask: the forward's, and the backward's when it recomputes them (one function, so the two are
-/// the same bit for bit).
+/// mask (block by block: the masked keys of a causal block are never multiplied): the forward's,
+/// and the backward's when it recomputes them (one function, so the two are the same bit for bit).
 fn head_probs(precision: Precision, p: &mut [f32], qh: MatRef<'_>, kh: MatRef<'_>, s: &AttnSpan, scale: f32) {
-    head_matmul(precision, MatMut::new(p, s.q_len, s.k_valid), qh, kh.t(), scale, 0.0);
-    softmax_rows(p, s.k_valid, s);
+    let kv = s.k_valid;
+    for (r0, r1, keys) in row_blocks(s) {
+        let out = MatMut::cols_of(&mut p[r0 * kv..], r1 - r0, kv, 0, keys);
+        head_matmul(precision, out, qh.rows(r0, r1), kh.rows(0, keys).t(), scale, 0.0);
+    }
+    // Row t keeps its first allowed(t) ≤ keys values; the rest (never written) become 0.
+    softmax_rows(p, kv, s);
 }
 
 /// Forward. Writes `ctx[Nq, H·D]` and `probs` (pre-dropout softmax); `scratch` (same size as
@@ -216,8 +240,11 @@ pub fn attention_forward(
             } else {
                 p
             };
-            let out = MatMut::cols_of(&mut ctx[qb..], s.q_len, cq, h * d, d);
-            head_matmul(precision, out, MatRef::new(pd, s.q_len, s.k_valid), vh, 1.0, 0.0);
+            for (r0, r1, keys) in row_blocks(&s) {
+                let out = MatMut::cols_of(&mut ctx[qb + r0 * cq..], r1 - r0, cq, h * d, d);
+                let pb = MatRef::cols_of(&pd[r0 * s.k_valid..], r1 - r0, s.k_valid, 0, keys);
+                head_matmul(precision, out, pb, vh.rows(0, keys), 1.0, 0.0);
+            }
         }
     });
 }
@@ -267,10 +294,15 @@ pub fn attention_backward(
         let (qb, kb, n) = (s.q_start * cq, s.k_start * ckv, s.q_len * s.k_valid);
         let kh = MatRef::cols_of(&k[kb..], s.k_valid, ckv, g * d, d);
         let vh = MatRef::cols_of(&v[kb..], s.k_valid, ckv, g * d, d);
+        // Every query head of the group (and every row block of a causal span) adds to dK, dV.
+        for row in 0..s.k_valid {
+            let at = kb + row * ckv + g * d;
+            dk[at..at + d].fill(0.0);
+            dv[at..at + d].fill(0.0);
+        }
+        let kv = s.k_valid;
         for j in 0..group {
             let (h, off) = (g * group + j, off0 + j * n);
-            // The group's first head writes dK, dV; the others add to them.
-            let beta = if j == 0 { 0.0 } else { 1.0 };
             let qh = MatRef::cols_of(&q[qb..], s.q_len, cq, h * d, d);
             let p: &[f32] = match recomputed.as_deref_mut() {
                 Some(buf) => {
@@ -285,16 +317,23 @@ pub fn attention_backward(
             // dV = Pdᵀ · dctx
             gr.copy_from_slice(p);
             dropout.apply(gr, off);
-            let dvh = MatMut::cols_of(&mut dv[kb..], s.k_valid, ckv, g * d, d);
-            head_matmul(precision, dvh, MatRef::new(gr, s.q_len, s.k_valid).t(), dctx_h, 1.0, beta);
-            // dP = (dctx · Vᵀ) ∘ mask;  dS = P ∘ (dP - rowsum(dP ∘ P)) · scale (0 where P is masked)
-            head_matmul(precision, MatMut::new(gr, s.q_len, s.k_valid), dctx_h, vh.t(), 1.0, 0.0);
-            dropout.apply(gr, off);
-            softmax_backward_rows(gr, p, s.k_valid, scale);
-            let gs = MatRef::new(gr, s.q_len, s.k_valid);
-            head_matmul(precision, MatMut::cols_of(&mut dq[qb..], s.q_len, cq, h * d, d), gs, kh, 1.0, 0.0);
-            let dkh = MatMut::cols_of(&mut dk[kb..], s.k_valid, ckv, g * d, d);
-            head_matmul(precision, dkh, gs.t(), qh, 1.0, beta);
+            for (r0, r1, keys) in row_blocks(&s) {
+                let dvh = MatMut::cols_of(&mut dv[kb..], keys, ckv, g * d, d);
+                let pb = MatRef::cols_of(&gr[r0 * kv..], r1 - r0, kv, 0, keys);
+                head_matmul(precision, dvh, pb.t(), dctx_h.rows(r0, r1), 1.0, 1.0);
+            }
+            for (r0, r1, keys) in row_blocks(&s) {
+                // dP = (dctx · Vᵀ) ∘ mask;  dS = P ∘ (dP - rowsum(dP ∘ P)) · scale (0 where P is
+                // masked), over the block's rows and the keys they read.
+                let rows = &mut gr[r0 * kv..r1 * kv];
+                head_matmul(precision, MatMut::cols_of(rows, r1 - r0, kv, 0, keys), dctx_h.rows(r0, r1), vh.rows(0, keys).t(), 1.0, 0.0);
+                dropout.apply(rows, off + r0 * kv);
+                softmax_backward_rows(rows, &p[r0 * kv..r1 * kv], kv, keys, scale);
+                let gs = MatRef::cols_of(rows, r1 - r0, kv, 0, keys);
+                head_matmul(precision, MatMut::cols_of(&mut dq[qb + r0 * cq..], r1 - r0, cq, h * d, d), gs, kh.rows(0, keys), 1.0, 0.0);
+                let dkh = MatMut::cols_of(&mut dk[kb..], keys, ckv, g * d, d);
+                head_matmul(precision, dkh, gs.t(), qh.rows(r0, r1), 1.0, 1.0);
+            }
         }
         for row in s.k_valid..s.k_total {
             let at = kb + row * ckv + g * d;
@@ -567,5 +606,111 @@ mod tests {
         check_gradient("causal gqa dq", &q, &dq, 1, |q| dot(&fwd(q, &k, &v).0, &probe));
         check_gradient("causal gqa dk", &k, &dk, 1, |k| dot(&fwd(&q, k, &v).0, &probe));
         check_gradient("causal gqa dv", &v, &dv, 1, |v| dot(&fwd(&q, &k, v).0, &probe));
+    }
+
+    /// Causal attention, forward and backward, the obvious way in f64 with the engine's dropout
+    /// indexing (probability block of (sequence, head) after every earlier one): (ctx [N, H·D],
+    /// dq, dk, dv) for the context gradient `dctx`.
+    #[allow(clippy::type_complexity)]
+    fn naive_causal_both(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        dctx: &[f32],
+        seqs: &[SeqSpan],
+        heads: Heads,
+        drop: Dropout,
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+        let (d, group) = (heads.dim, heads.q / heads.kv);
+        let (cq, ckv) = (heads.q * d, heads.kv * d);
+        let n: usize = seqs.iter().map(|s| s.len).sum();
+        let (mut ctx, mut dq, mut dk, mut dv) = (vec![0.0f64; n * cq], vec![0.0f64; n * cq], vec![0.0f64; n * ckv], vec![0.0f64; n * ckv]);
+        let scale = 1.0 / (d as f64).sqrt();
+        let mut base = 0;
+        for s in seqs {
+            let kv = s.valid;
+            for h in 0..heads.q {
+                let g = h / group;
+                let off = base + h * s.len * kv;
+                let (qr, kr, vr) =
+                    (|t: usize| (s.start + t) * cq + h * d, |j: usize| (s.start + j) * ckv + g * d, |j: usize| (s.start + j) * ckv + g * d);
+                for t in 0..s.len {
+                    let allowed = (t + 1).min(kv);
+                    let sc: Vec<f64> =
+                        (0..allowed).map(|j| (0..d).map(|e| q[qr(t) + e] as f64 * k[kr(j) + e] as f64).sum::<f64>() * scale).collect();
+                    let max = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let z: f64 = sc.iter().map(|x| (x - max).exp()).sum();
+                    let p: Vec<f64> = sc.iter().map(|x| (x - max).exp() / z).collect();
+                    let f = |j: usize| drop.factor(off + t * kv + j) as f64;
+                    let dc = |e: usize| dctx[qr(t) + e] as f64;
+                    let mut dp = vec![0.0f64; allowed];
+                    for j in 0..allowed {
+                        for e in 0..d {
+                            ctx[qr(t) + e] += p[j] * f(j) * v[vr(j) + e] as f64;
+                            dv[vr(j) + e] += p[j] * f(j) * dc(e);
+                            dp[j] += dc(e) * v[vr(j) + e] as f64 * f(j);
+                        }
+                    }
+                    let dot: f64 = (0..allowed).map(|j| dp[j] * p[j]).sum();
+                    for j in 0..allowed {
+                        let ds = p[j] * (dp[j] - dot) * scale;
+                        for e in 0..d {
+                            dq[qr(t) + e] += ds * k[kr(j) + e] as f64;
+                            dk[kr(j) + e] += ds * q[qr(t) + e] as f64;
+                        }
+                    }
+                }
+            }
+            base += heads.q * s.len * kv;
+        }
+        let f = |x: Vec<f64>| x.into_iter().map(|v| v as f32).collect::<Vec<f32>>();
+        (f(ctx), f(dq), f(dk), f(dv))
+    }
+
+    #[test]
+    fn long_causal_sequences_skip_their_masked_blocks_exactly() {
+        // Longer than CAUSAL_BLOCK, ends inside a block, padding from inside a block, with dropout:
+        // the blocked products equal the dense formula (f64), and recomputed probabilities give
+        // the kept ones' gradients bit for bit.
+        let heads = Heads { q: 4, kv: 2, dim: 8 };
+        let (cq, ckv) = (32, 16);
+        let seq = [
+            SeqSpan { start: 0, len: 150, valid: 150 },
+            SeqSpan { start: 150, len: 140, valid: 100 },
+            SeqSpan { start: 290, len: 64, valid: 64 },
+        ];
+        let spans: Vec<AttnSpan> = seq.iter().map(AttnSpan::causal).collect();
+        let n = 354;
+        let (q, k, v, mut dctx) = (random_vec(n * cq, 11), random_vec(n * ckv, 12), random_vec(n * ckv, 13), random_vec(n * cq, 14));
+        // The dctx of padding query rows is zero, as from a loss that does not read them.
+        dctx[250 * cq..290 * cq].fill(0.0);
+        for drop in [Dropout::OFF, Dropout::site(0.2, 5, 1, 3)] {
+            let mut ctx = vec![0.0; n * cq];
+            let mut probs = vec![0.0; probs_len(&spans, heads.q)];
+            let mut scratch = probs.clone();
+            attention_forward(&mut ctx, &mut probs, &mut scratch, &q, &k, &v, &spans, heads, drop, Precision::Fp32);
+            let (want, wq, wk, wv) = naive_causal_both(&q, &k, &v, &dctx, &seq, heads, drop);
+            let real = |r: usize| !(250..290).contains(&r); // sequence 1's padding query rows
+            for row in (0..n).filter(|r| real(*r)) {
+                assert!(max_abs_diff(&ctx[row * cq..(row + 1) * cq], &want[row * cq..(row + 1) * cq]) < 1e-5, "ctx row {row}");
+            }
+            let mut grads = Vec::new();
+            for recompute in [false, true] {
+                let (mut gq, mut gk, mut gv) = (vec![f32::NAN; n * cq], vec![f32::NAN; n * ckv], vec![f32::NAN; n * ckv]);
+                let mut rec = vec![f32::NAN; probs.len()];
+                let saved = if recompute { SavedProbs::Recompute(&mut rec) } else { SavedProbs::Kept(&probs) };
+                attention_backward(&mut gq, &mut gk, &mut gv, &mut scratch, &dctx, &q, &k, &v, saved, &spans, heads, drop, Precision::Fp32);
+                grads.push((gq, gk, gv));
+            }
+            assert_eq!(grads[0], grads[1], "recomputed probabilities change the gradients");
+            let (gq, gk, gv) = &grads[0];
+            for row in (0..n).filter(|r| real(*r)) {
+                assert!(max_abs_diff(&gq[row * cq..(row + 1) * cq], &wq[row * cq..(row + 1) * cq]) < 1e-4, "dq row {row}");
+                assert!(max_abs_diff(&gk[row * ckv..(row + 1) * ckv], &wk[row * ckv..(row + 1) * ckv]) < 1e-4, "dk row {row}");
+                assert!(max_abs_diff(&gv[row * ckv..(row + 1) * ckv], &wv[row * ckv..(row + 1) * ckv]) < 1e-4, "dv row {row}");
+            }
+            // Padding key rows get no gradient.
+            assert!(gk[250 * ckv..290 * ckv].iter().chain(&gv[250 * ckv..290 * ckv]).all(|x| *x == 0.0));
+        }
     }
 }

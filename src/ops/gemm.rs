@@ -44,6 +44,13 @@ impl<'a> MatRef<'a> {
         Self { data: &data[col0..], rows, cols, rs, cs: 1 }
     }
 
+    /// Rows `[r0, r1)` of the view (a view; nothing moves).
+    pub fn rows(self, r0: usize, r1: usize) -> Self {
+        assert!(r0 <= r1 && r1 <= self.rows, "rows {r0}..{r1} of a {}-row view", self.rows);
+        let data = if r1 > r0 { &self.data[r0 * self.rs..] } else { &self.data[..0] };
+        Self { data, rows: r1 - r0, ..self }
+    }
+
     fn check(&self) {
         if self.rows > 0 && self.cols > 0 {
             let last = (self.rows - 1) * self.rs + (self.cols - 1) * self.cs;
