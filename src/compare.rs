@@ -6,6 +6,7 @@ use crate::data::{self, ReadOptions};
 use crate::error::{Error, Result};
 use crate::infer::evaluate;
 use crate::model::Activations;
+use crate::plan::TrainMode;
 use crate::run::{load_trained, RunDir, TrainConfig};
 use crate::train::{train, Outcome, Summary};
 use serde::Serialize;
@@ -83,15 +84,24 @@ pub fn compare(
         let (label, opts) = seed_run(name, decoder)?;
         let dir = out.join(name);
         let rd = RunDir(dir.clone());
+        let cfg = config(&opts)?;
         if rd.config().exists() {
-            check_same_settings(&dir, &config(&opts)?)?;
+            check_same_settings(&dir, &cfg)?;
         }
-        let summary: Summary = if rd.summary().exists() {
+        // The run's exported result (written atomically, before summary.json).
+        let result = dir.join(if cfg.plan.mode == TrainMode::Full { "model" } else { "adapter" });
+        let summary: Summary = if rd.summary().exists() && result.is_dir() {
             log(&format!("== {label}: finished earlier, reusing {}", rd.summary().display()));
             crate::fsutil::read_json(&rd.summary(), "summary.json")?
         } else {
-            log(&format!("== {label}"));
-            match train(&config(&opts)?, &dir, rd.config().exists(), stop, log)? {
+            if rd.summary().exists() {
+                // An older run whose export failed after its summary was written: resuming
+                // evaluates its best checkpoint and writes the results again, without training.
+                log(&format!("== {label}: finished earlier but {} is missing: writing its results again", result.display()));
+            } else {
+                log(&format!("== {label}"));
+            }
+            match train(&cfg, &dir, rd.config().exists(), stop, log)? {
                 Outcome::Finished(s) => *s,
                 Outcome::Interrupted { step } => return Ok(Compared::Interrupted { run: name.clone(), step }),
             }

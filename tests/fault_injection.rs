@@ -257,8 +257,10 @@ fn enospc_on_a_small_tmpfs_fails_cleanly_at_every_stage() {
             assert!(err.contains("No space left on device"), "size {size}: the message names the problem: {err}");
             let stage = if !run.exists() {
                 "start-up (nothing left)"
-            } else if run.join("summary.json").exists() {
+            } else if err.contains("the run finished training but writing its results") {
                 assert!(err.contains("--resume"), "size {size}: a failed final export says how to finish: {err}");
+                // summary.json is written last: the run does not look finished without its results.
+                assert!(!run.join("summary.json").exists(), "size {size}: summary.json without results");
                 "final export"
             } else {
                 assert!(err.contains("--resume") || !run.join("checkpoint.safetensors").exists(), "size {size}: {err}");
@@ -289,12 +291,13 @@ fn a_file_size_limit_fails_the_final_export_and_resume_finishes_it() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("File too large") && err.contains("--resume"), "{err}");
-    assert!(run.join("summary.json").exists(), "training finished before the export failed");
+    assert!(err.contains("the run finished training"), "training finished before the export failed: {err}");
+    assert!(!run.join("summary.json").exists(), "summary.json is written only after the results");
     let problems = incomplete(&run, false);
     assert!(problems.is_empty(), "{problems:?}");
     assert!(!run.join("adapter").exists(), "no partial adapter folder");
     let t = Instant::now();
     lowrank_ok(&["train", "--resume", s(&run)]);
     assert!(t.elapsed() < Duration::from_secs(60));
-    assert!(run.join("adapter/tokenizer.json").exists() && incomplete(&run, false).is_empty());
+    assert!(run.join("adapter/tokenizer.json").exists() && run.join("summary.json").exists() && incomplete(&run, false).is_empty());
 }

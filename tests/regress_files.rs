@@ -276,12 +276,13 @@ fn class5_stale_temporaries_relative_paths_and_a_failed_final_export() {
     assert_eq!(out.status.code(), Some(2), "a failed final export fails the command: {err}");
     assert!(err.contains("adapter") && err.contains("--resume"), "{err}");
     assert!(err.contains("removed") && !stale.exists(), "the stale temporary is cleaned on resume: {err}");
-    assert!(run.join("summary.json").exists());
+    // summary.json comes last: a run without its results does not look finished.
+    assert!(!run.join("summary.json").exists(), "summary.json written though the export failed");
     std::fs::remove_file(run.join("adapter")).unwrap();
     let out =
         Command::new(env!("CARGO_BIN_EXE_lowrank")).current_dir(elsewhere.path()).args(["train", "--resume", s(&run)]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(run.join("adapter/adapter_model.safetensors").exists());
+    assert!(run.join("adapter/adapter_model.safetensors").exists() && run.join("summary.json").exists());
     // A run that failed before its first checkpoint says how to start over.
     let e = lowrank_refuses(&strs(&st.train_args(&run, &[])));
     assert!(e.contains("already holds a run") && e.contains("finished"), "{e}");
@@ -347,6 +348,17 @@ fn survey2_reruns_with_other_settings_are_refused_not_reported_as_the_new_settin
     args.extend(["--runs".to_string(), "last-layers".to_string()]);
     lowrank_ok(&strs(&args));
     let table = std::fs::read_to_string(cmp.join("comparison.md")).unwrap();
+    let out = lowrank(&strs(&args));
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stderr).contains("reusing"), "{}", String::from_utf8_lossy(&out.stderr));
+    // A finished run without its adapter (an export that failed after summary.json, as older
+    // versions wrote them) is not reused as it is: its results are written again, then reused.
+    let adapter = cmp.join("last-layers/adapter");
+    let before = std::fs::read(adapter.join("adapter_model.safetensors")).unwrap();
+    std::fs::remove_dir_all(&adapter).unwrap();
+    let out = lowrank(&strs(&args));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("is missing: writing its results again") && !err.contains("reusing"), "{err}");
+    assert_eq!(std::fs::read(adapter.join("adapter_model.safetensors")).unwrap(), before, "the rewritten adapter differs");
     let out = lowrank(&strs(&args));
     assert!(out.status.success() && String::from_utf8_lossy(&out.stderr).contains("reusing"), "{}", String::from_utf8_lossy(&out.stderr));
     let mut other = st.train_args(&cmp, &["--epochs", "2"]);

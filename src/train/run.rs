@@ -343,9 +343,11 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, resume: bool, stop: &AtomicBool,
         },
     };
     let what = if cfg.plan.mode == TrainMode::Full { "model/ folder" } else { "adapter/" };
-    write_json(&s.dir.summary(), &summary)
-        .and_then(|()| super::plot::curves(&s.progress.history, run_dir))
+    // summary.json last: a folder with it has its charts and its adapter / model too (what
+    // `lowrank compare` takes as a finished run).
+    super::plot::curves(&s.progress.history, run_dir)
         .and_then(|()| super::export::export_run(run_dir, &cfg, &s.model, splits.labels.as_ref(), &tokenizer))
+        .and_then(|()| write_json(&s.dir.summary(), &summary))
         .map_err(|e| {
             Error::Other(format!(
                 "the run finished training but writing its results (summary.json, charts, {what}) failed: {e}; free the space or fix the folder, then run `lowrank train --resume {}` (it writes them again without training)",
